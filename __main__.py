@@ -1,0 +1,53 @@
+"""The Pulumi program: the stack's settings, the components built from them, the outputs.
+
+Thin on purpose: every decision lives in ``Pulumi.<stack>.yaml`` (read by ``infra.settings``)
+and in the typed components under ``infra/``. ``python -m infra.plan <stack>`` runs this very
+file under mocks.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+
+from infra.alarms import QueueAlarms, QueueAlarmsArgs
+from infra.iam import JobPolicies, JobPoliciesArgs
+from infra.queues import JobQueues, JobQueuesArgs
+from infra.settings import from_pulumi_config
+from infra.workers import worker_services
+
+settings = from_pulumi_config()
+
+queues = JobQueues("jobs-queues", JobQueuesArgs(settings=settings))
+alarms = QueueAlarms(
+    "jobs-alarms",
+    QueueAlarmsArgs(settings=settings, queue_names=queues.names, dlq_name=queues.dlq_name),
+)
+policies = JobPolicies(
+    "jobs-policies",
+    JobPoliciesArgs(settings=settings, queue_arns=queues.arns, dlq_arn=queues.dlq_arn),
+)
+
+tier_names = settings.tier_names
+pulumi.export("queueUrls", queues.urls)
+pulumi.export("queueArns", queues.arns)
+pulumi.export("dlqUrl", queues.dlq_url)
+pulumi.export("dlqArn", queues.dlq_arn)
+pulumi.export("producerPolicyArn", policies.producer_policy.arn)
+pulumi.export("dlqOperatorPolicyArn", policies.dlq_operator_policy.arn)
+pulumi.export("alarmTopicArn", alarms.topic_arn)
+pulumi.export("dashboardName", alarms.dashboard_name)
+# The runtime contract (docs/contract.md): AMPLY_QUEUES, in the tiers' priority order.
+jobs_environment = pulumi.Output.all(*(queues.urls[t] for t in tier_names)).apply(
+    lambda urls: json.dumps(dict(zip(tier_names, urls, strict=True)), separators=(",", ":"))
+)
+pulumi.export("jobsEnvironment", jobs_environment)
+pulumi.export("jobsTiers", json.dumps(settings.runtime_tiers(), separators=(",", ":")))
+
+# The ECS worker services: one per worker group, AMPLY_QUEUES from the queue outputs.
+cluster, workers = worker_services(settings, jobs_environment, policies.consumer_policy_docs)
+pulumi.export("workerCluster", cluster.name)
+pulumi.export("workerServices", {g: w.service_name for g, w in workers.items()})
+pulumi.export("workerLogGroups", {g: w.log_group_name for g, w in workers.items()})
+pulumi.export("workerScalingPolicies", {g: w.scaling_policy_names for g, w in workers.items()})

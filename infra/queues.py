@@ -1,0 +1,164 @@
+"""The queue tiers and their dead-letter queue, as one component.
+
+Every attribute comes from :func:`infra.settings.tier_attributes` / :func:`dlq_attributes`, the
+same functions the local provisioner applies, so a queue on LocalStack and a queue in AWS
+cannot differ. :func:`queue_args` translates those SQS attribute names into the provider's
+arguments and refuses one it does not know: a new attribute added to the shared definition
+must be mapped here too, or the program fails instead of silently dropping it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.settings import StackSettings, TierSettings, dlq_attributes, tier_attributes
+from infra.tags import common_tags
+
+COMPONENT_TYPE = "amply:jobs:JobQueues"
+
+# SQS attribute -> (provider argument, converter). RedriveAllowPolicy is absent on purpose:
+# it is its own resource, because it needs the tiers' ARNs, which need the DLQ's.
+_QUEUE_ARGS: dict[str, tuple[str, type]] = {
+    "VisibilityTimeout": ("visibility_timeout_seconds", int),
+    "MessageRetentionPeriod": ("message_retention_seconds", int),
+    "MaximumMessageSize": ("max_message_size", int),
+    "ReceiveMessageWaitTimeSeconds": ("receive_wait_time_seconds", int),
+    "DelaySeconds": ("delay_seconds", int),
+    "SqsManagedSseEnabled": ("sqs_managed_sse_enabled", lambda v: v == "true"),  # type: ignore[dict-item]
+}
+
+
+def queue_args(
+    attributes: Mapping[str, str], *, skip: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Provider arguments for the SQS ``attributes`` (except those in ``skip``)."""
+    out: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if key in skip:
+            continue
+        if key not in _QUEUE_ARGS:
+            raise ValueError(
+                f"infra.queues: SQS attribute {key} has no provider argument; map it in _QUEUE_ARGS"
+            )
+        arg, convert = _QUEUE_ARGS[key]
+        out[arg] = convert(value)
+    return out
+
+
+def tls_only_policy(queue_arn: str) -> dict[str, Any]:
+    """A queue policy that denies every request made without TLS, whoever makes it.
+
+    A Deny on ``sqs:*`` for ``*`` only ever takes access away: it is the one place a wildcard
+    belongs (the policy pack's wildcard rule checks Allow statements)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyWithoutTLS",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:*",
+                "Resource": queue_arn,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class JobQueuesArgs:
+    settings: StackSettings
+    """The stack's settings: tiers, DLQ, names and ``protect``."""
+
+
+class JobQueues(pulumi.ComponentResource):
+    """The tiers (one SQS queue per Celery queue) and the DLQ they all redrive to.
+
+    Outputs: ``urls`` / ``arns`` / ``names`` (Celery queue name -> value), ``dlq_url``,
+    ``dlq_arn``, ``dlq_name``, and the queue resources themselves (``tiers``, ``dlq``)."""
+
+    tiers: dict[str, aws.sqs.Queue]
+    urls: dict[str, pulumi.Output[str]]
+    arns: dict[str, pulumi.Output[str]]
+    names: dict[str, pulumi.Output[str]]
+    dlq: aws.sqs.Queue
+    dlq_url: pulumi.Output[str]
+    dlq_arn: pulumi.Output[str]
+    dlq_name: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: JobQueuesArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(COMPONENT_TYPE, name, None, opts)
+        s = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        # Deleting a production queue loses every message in it: Pulumi refuses while protected.
+        queue_opts = pulumi.ResourceOptions(parent=self, protect=s.protect)
+
+        dlq_attrs = dlq_attributes(s.dlq, [])
+        self.dlq = aws.sqs.Queue(
+            s.dlq_name,
+            name=s.dlq_name,
+            **queue_args(dlq_attrs, skip=frozenset({"RedriveAllowPolicy"})),
+            tags=common_tags(s, role="dlq"),
+            opts=queue_opts,
+        )
+
+        self.tiers = {}
+        for tier in s.tiers:
+            self.tiers[tier.name] = self._tier(s, tier, queue_opts)
+
+        self.urls = {n: q.url for n, q in self.tiers.items()}
+        self.arns = {n: q.arn for n, q in self.tiers.items()}
+        self.names = {n: q.name for n, q in self.tiers.items()}
+        self.dlq_url, self.dlq_arn, self.dlq_name = self.dlq.url, self.dlq.arn, self.dlq.name
+
+        tier_arns = pulumi.Output.all(*self.arns.values())
+        aws.sqs.RedriveAllowPolicy(
+            f"{s.dlq_name}-redrive-allow",
+            queue_url=self.dlq.url,
+            redrive_allow_policy=tier_arns.apply(
+                lambda arns: dlq_attributes(s.dlq, list(arns))["RedriveAllowPolicy"]
+            ),
+            opts=child,
+        )
+        named = [(s.queue_name(t), self.tiers[t.name]) for t in s.tiers]
+        for queue_name, queue in [*named, (s.dlq_name, self.dlq)]:
+            aws.sqs.QueuePolicy(
+                f"{queue_name}-tls-only",
+                queue_url=queue.url,
+                policy=queue.arn.apply(lambda arn: json.dumps(tls_only_policy(arn))),
+                opts=child,
+            )
+
+        self.register_outputs(
+            {
+                "urls": self.urls,
+                "arns": self.arns,
+                "dlqUrl": self.dlq_url,
+                "dlqArn": self.dlq_arn,
+            }
+        )
+
+    def _tier(
+        self, s: StackSettings, tier: TierSettings, opts: pulumi.ResourceOptions
+    ) -> aws.sqs.Queue:
+        name = s.queue_name(tier)
+        # Everything but the redrive policy is known now; the redrive policy needs the DLQ ARN.
+        attrs = tier_attributes(tier, "")
+        return aws.sqs.Queue(
+            name,
+            name=name,
+            **queue_args(attrs, skip=frozenset({"RedrivePolicy"})),
+            redrive_policy=self.dlq.arn.apply(
+                lambda arn: tier_attributes(tier, arn)["RedrivePolicy"]
+            ),
+            tags=common_tags(s, tier=tier.name),
+            opts=opts,
+        )

@@ -1,0 +1,792 @@
+"""The stack settings: one typed, validated model of ``Pulumi.<stack>.yaml``.
+
+Every queue, tier, worker group, alarm threshold and capacity lives in the stack's settings
+file under the project's config namespace (``amply-jobs:``). This module is the only reader of
+that file: the Pulumi program, the offline plan and the local stack all go through it.
+
+It imports nothing from Pulumi at module level, so the local stack and the tests can load a
+stack file without the Pulumi engine. Inside the program, :func:`from_pulumi_config` reads the
+same keys through ``pulumi.Config``.
+
+A bad value never surfaces as a traceback from deep inside a component: :class:`SettingsError`
+lists every bad key at once, each with its value and the rule it breaks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT = "amply-jobs"
+"""The Pulumi project name, and so the config namespace of every key below."""
+
+SQS_MAX_MESSAGE_BYTES = 262_144
+SQS_MAX_DELAY_SECONDS = 900
+
+# AWS's own limits (SQS CreateQueue / SetQueueAttributes, RedrivePolicy).
+VISIBILITY_RANGE = (0, 43_200)
+RETENTION_RANGE = (60, 1_209_600)
+MESSAGE_SIZE_RANGE = (1_024, SQS_MAX_MESSAGE_BYTES)
+LONG_POLL_RANGE = (0, 20)
+DELAY_RANGE = (0, SQS_MAX_DELAY_SECONDS)
+MAX_RECEIVE_RANGE = (1, 1_000)
+QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+CELERY_QUEUE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+# CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731,
+    1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)  # fmt: skip
+# Fargate's cpu units and the memory (MiB) each allows.
+FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4097, 1024)),
+    1024: tuple(range(2048, 8193, 1024)),
+    2048: tuple(range(4096, 16385, 1024)),
+    4096: tuple(range(8192, 30721, 1024)),
+    8192: tuple(range(16384, 61441, 4096)),
+    16384: tuple(range(32768, 122881, 8192)),
+}
+ARCHITECTURES = ("X86_64", "ARM64")
+SCALING_METRICS = ("backlogPerTask", "queueDepth")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad key: where it is, what it holds and which rule it breaks."""
+
+    key: str
+    value: Any
+    rule: str
+
+    def __str__(self) -> str:
+        return f"{self.key} = {json.dumps(self.value, default=str)}: {self.rule}"
+
+
+class SettingsError(ValueError):
+    """The stack settings are invalid; ``problems`` lists every bad key."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid stack settings in {source} ({len(self.problems)}):\n{lines}")
+
+    @property
+    def keys(self) -> list[str]:
+        return [p.key for p in self.problems]
+
+    def one_line(self) -> str:
+        """The whole error on one line, for CLIs."""
+        return f"invalid stack settings in {self.source}: " + "; ".join(map(str, self.problems))
+
+
+# --------------------------------------------------------------------------------------------
+# The model. Each field's docstring-comment gives its YAML key and its default.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TierSettings:
+    """One queue tier: a Celery queue backed by one SQS queue with redrive to the DLQ."""
+
+    name: str
+    """``name``: the Celery queue name (``high``, ``celery``, ``low``). Required."""
+    queue: str
+    """``queue``: the SQS queue name after the stack prefix (``celery-high`` ->
+    ``amply-celery-high``). Required."""
+    visibility_timeout: int = 1800
+    """``visibilityTimeoutSeconds``: default 1800 (30 min)."""
+    message_retention: int = 1_209_600
+    """``messageRetentionSeconds``: default 1209600 (14 days, the SQS maximum)."""
+    max_message_size: int = SQS_MAX_MESSAGE_BYTES
+    """``maximumMessageSize``: default 262144 (the SQS maximum)."""
+    receive_wait_time: int = 20
+    """``receiveWaitTimeSeconds``: default 20 (long polling)."""
+    delay_seconds: int = 0
+    """``delaySeconds``: default 0."""
+    max_receive_count: int = 5
+    """``maxReceiveCount``: receives before SQS moves a message to the DLQ. Default 5."""
+    soft_time_limit: int = 1500
+    """``softTimeLimitSeconds``: Celery's soft limit for tasks of this tier. Default 1500."""
+    time_limit: int = 1680
+    """``timeLimitSeconds``: Celery's hard limit; plus the margin, at most the visibility
+    timeout, so that a message is never visible again while its task still runs. Default 1680."""
+
+
+@dataclass(frozen=True)
+class DlqSettings:
+    """The dead-letter queue shared by every tier."""
+
+    queue: str = "celery-dlq"
+    """``queue``: the SQS queue name after the stack prefix. Default ``celery-dlq``."""
+    message_retention: int = 1_209_600
+    """``messageRetentionSeconds``: default 1209600 (14 days)."""
+    visibility_timeout: int = 30
+    """``visibilityTimeoutSeconds``: default 30 (only the DLQ tool receives from it)."""
+
+
+@dataclass(frozen=True)
+class AlarmSettings:
+    """CloudWatch alarm thresholds; each alarm's runbook section is in ``docs/runbook.md``."""
+
+    emails: tuple[str, ...] = ()
+    """``emails``: addresses subscribed to the alarm topic. Default none."""
+    period: int = 60
+    """``periodSeconds``: the evaluation period of every alarm. Default 60."""
+    depth_threshold: int = 1000
+    """``depthThreshold``: visible messages on a tier above which it alarms. Default 1000."""
+    depth_periods: int = 3
+    """``depthEvaluationPeriods``: default 3."""
+    age_threshold: int = 3600
+    """``ageThresholdSeconds``: age of the oldest message above which a tier alarms.
+    Default 3600."""
+    age_periods: int = 2
+    """``ageEvaluationPeriods``: default 2."""
+    dlq_threshold: int = 1
+    """``dlqThreshold``: DLQ depth at or above which it alarms. Default 1."""
+    dlq_periods: int = 1
+    """``dlqEvaluationPeriods``: default 1."""
+
+
+@dataclass(frozen=True)
+class ScalingSettings:
+    """ECS target tracking for one worker group."""
+
+    metric: str = "backlogPerTask"
+    """``metric``: ``backlogPerTask`` (visible messages / running tasks) or ``queueDepth``
+    (raw visible messages, today's design, kept for comparison). Default backlogPerTask."""
+    target: float = 100.0
+    """``target``: the value target tracking holds the metric at. Default 100."""
+    scale_out_cooldown: int = 60
+    """``scaleOutCooldownSeconds``: default 60."""
+    scale_in_cooldown: int = 300
+    """``scaleInCooldownSeconds``: default 300."""
+
+
+@dataclass(frozen=True)
+class WorkerGroupSettings:
+    """One ECS service of ``celery worker`` processes consuming some tiers."""
+
+    name: str
+    """``name``: the group's name; the service is ``amply-worker-<name>``. Required."""
+    queues: tuple[str, ...]
+    """``queues``: tier names consumed, in priority order. Required."""
+    concurrency: int = 2
+    """``concurrency``: prefork processes per task (``-c``). Default 2."""
+    cpu: int = 512
+    """``cpu``: Fargate cpu units. Default 512."""
+    memory: int = 1024
+    """``memory``: Fargate memory in MiB. Default 1024."""
+    architecture: str = "X86_64"
+    """``architecture``: ``X86_64`` or ``ARM64``. Default X86_64."""
+    min_capacity: int = 1
+    """``minCapacity``: default 1."""
+    max_capacity: int = 4
+    """``maxCapacity``: default 4."""
+    spot: bool = False
+    """``spot``: run on Fargate Spot (with a Fargate base of ``minCapacity``). Default false."""
+    downstream: tuple[str, ...] = ()
+    """``downstream``: tiers this group's tasks may enqueue to besides its own. Default none."""
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    """``scaling``: see :class:`ScalingSettings`."""
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """Where the worker services run."""
+
+    vpc_id: str = ""
+    """``vpcId``: the VPC of the private subnets. Required for the ECS services."""
+    subnet_ids: tuple[str, ...] = ()
+    """``privateSubnetIds``: private subnets (egress through NAT). Required for ECS."""
+    assign_public_ip: bool = False
+    """``assignPublicIp``: default false."""
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Everything one stack (``dev``, ``prod``) is made of."""
+
+    stack: str
+    region: str
+    name_prefix: str
+    """``namePrefix``: prefix of every name (``amply`` in prod, ``amply-dev`` in dev)."""
+    tiers: tuple[TierSettings, ...]
+    """``tiers``: the queue tiers, highest priority first."""
+    dlq: DlqSettings = field(default_factory=DlqSettings)
+    alarms: AlarmSettings = field(default_factory=AlarmSettings)
+    worker_groups: tuple[WorkerGroupSettings, ...] = ()
+    """``workerGroups``: the ECS services."""
+    protect: bool = False
+    """``protect``: Pulumi ``protect`` on the queues (true in prod). Default false."""
+    time_limit_margin: int = 60
+    """``timeLimitMarginSeconds``: the least gap between a tier's hard time limit and its
+    visibility timeout. Default 60."""
+    image: str = ""
+    """``image``: the worker image (``repo:tag`` or digest). Required for the ECS services."""
+    cluster_name: str = ""
+    """``clusterName``: an existing ECS cluster to use; empty creates one. Default empty."""
+    log_retention_days: int = 30
+    """``logRetentionDays``: CloudWatch Logs retention of worker logs. Default 30."""
+    result_backend_secret_arn: str = ""
+    """``resultBackendSecretArn``: SSM parameter or Secrets Manager ARN holding the Redis URL
+    of the result backend; empty runs without results. Default empty."""
+    data_redis_secret_arn: str = ""
+    """``dataRedisSecretArn``: SSM parameter or Secrets Manager ARN holding the Redis URL of
+    the tasks' data (``AMPLY_REDIS_URL``: webhook endpoints, donation events, checkpoints,
+    reports). Required for the ECS services. Default empty."""
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+
+    # ---- derived names: the one place queue names are built -------------------------------
+
+    def queue_name(self, tier: TierSettings | str) -> str:
+        t = self.tier(tier) if isinstance(tier, str) else tier
+        return f"{self.name_prefix}-{t.queue}"
+
+    @property
+    def dlq_name(self) -> str:
+        return f"{self.name_prefix}-{self.dlq.queue}"
+
+    def service_name(self, group: WorkerGroupSettings) -> str:
+        return f"{self.name_prefix}-worker-{group.name}"
+
+    def tier(self, name: str) -> TierSettings:
+        for t in self.tiers:
+            if t.name == name:
+                return t
+        raise KeyError(f"no tier named {name!r} in stack {self.stack!r}")
+
+    @property
+    def tier_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tiers)
+
+    def runtime_tiers(self) -> dict[str, dict[str, int]]:
+        """The ``AMPLY_TIERS`` value of the runtime contract: per tier, the visibility
+        timeout and the time limits the workers apply."""
+        return {
+            t.name: {
+                "visibility_timeout": t.visibility_timeout,
+                "soft_time_limit": t.soft_time_limit,
+                "time_limit": t.time_limit,
+            }
+            for t in self.tiers
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing and validation
+# --------------------------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+class _Reader:
+    """Walks raw YAML values, collecting every problem instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def bad(self, key: str, value: Any, rule: str) -> None:
+        self.problems.append(Problem(key, value, rule))
+
+    def mapping(self, key: str, raw: Any, known: set[str]) -> dict[str, Any]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, Mapping):
+            self.bad(key, raw, "must be a mapping")
+            return {}
+        for k in raw:
+            if k not in known:
+                self.bad(
+                    f"{key}.{k}", raw[k], f"unknown key; known keys: {', '.join(sorted(known))}"
+                )
+        return dict(raw)
+
+    def integer(
+        self, key: str, raw: Any, default: Any = _MISSING, lo: int | None = None,
+        hi: int | None = None,
+    ) -> int:  # fmt: skip
+        if raw is None:
+            if default is _MISSING:
+                self.bad(key, raw, "is required")
+                return 0
+            return int(default)
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            self.bad(key, raw, "must be a whole number")
+            return int(default) if default is not _MISSING else 0
+        if (lo is not None and raw < lo) or (hi is not None and raw > hi):
+            rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+            self.bad(key, raw, f"must be in {rng}")
+        return raw
+
+    def number(self, key: str, raw: Any, default: float, lo_exclusive: float = 0.0) -> float:
+        if raw is None:
+            return default
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            self.bad(key, raw, "must be a number")
+            return default
+        if not math.isfinite(raw):  # YAML's .nan / .inf: AWS's JSON APIs refuse them
+            self.bad(key, raw, "must be a finite number")
+            return default
+        if raw <= lo_exclusive:
+            self.bad(key, raw, f"must be greater than {lo_exclusive:g}")
+        return float(raw)
+
+    def boolean(self, key: str, raw: Any, default: bool) -> bool:
+        if raw is None:
+            return default
+        if not isinstance(raw, bool):
+            self.bad(key, raw, "must be true or false")
+            return default
+        return raw
+
+    def string(
+        self, key: str, raw: Any, default: Any = _MISSING, pattern: re.Pattern[str] | None = None,
+        rule: str = "",
+    ) -> str:  # fmt: skip
+        if raw is None:
+            if default is _MISSING:
+                self.bad(key, raw, "is required")
+                return ""
+            return str(default)
+        if not isinstance(raw, str):
+            self.bad(key, raw, "must be a string")
+            return str(default) if default is not _MISSING else ""
+        if pattern is not None and not pattern.match(raw):
+            self.bad(key, raw, rule or f"must match {pattern.pattern}")
+        return raw
+
+    def choice(self, key: str, raw: Any, default: str, choices: tuple[str, ...]) -> str:
+        value = self.string(key, raw, default)
+        if value not in choices:
+            self.bad(key, raw, f"must be one of {', '.join(choices)}")
+        return value
+
+    def strings(
+        self, key: str, raw: Any, default: tuple[str, ...] | object = _MISSING,
+        item: Callable[[str, Any], str] | None = None,
+    ) -> tuple[str, ...]:  # fmt: skip
+        if raw is None:
+            if default is _MISSING:
+                self.bad(key, raw, "is required")
+                return ()
+            return tuple(default)  # type: ignore[arg-type]
+        if not isinstance(raw, list):
+            self.bad(key, raw, "must be a list of strings")
+            return ()
+        out: list[str] = []
+        for i, v in enumerate(raw):
+            if not isinstance(v, str) or not v:
+                self.bad(f"{key}[{i}]", v, "must be a non-empty string")
+                out.append("")  # keeps the positions of the items after it, for the keys
+                continue
+            out.append(item(f"{key}[{i}]", v) if item else v)
+        return tuple(out)
+
+    def items(self, key: str, raw: Any) -> Iterator[tuple[str, Any]]:
+        if raw is None:
+            self.bad(key, raw, "is required")
+            return
+        if not isinstance(raw, list) or not raw:
+            self.bad(key, raw, "must be a non-empty list")
+            return
+        for i, v in enumerate(raw):
+            yield f"{key}[{i}]", v
+
+
+_TIER_KEYS = {
+    "name", "queue", "visibilityTimeoutSeconds", "messageRetentionSeconds", "maximumMessageSize",
+    "receiveWaitTimeSeconds", "delaySeconds", "maxReceiveCount", "softTimeLimitSeconds",
+    "timeLimitSeconds",
+}  # fmt: skip
+_DLQ_KEYS = {"queue", "messageRetentionSeconds", "visibilityTimeoutSeconds"}
+_ALARM_KEYS = {
+    "emails", "periodSeconds", "depthThreshold", "depthEvaluationPeriods", "ageThresholdSeconds",
+    "ageEvaluationPeriods", "dlqThreshold", "dlqEvaluationPeriods",
+}  # fmt: skip
+_GROUP_KEYS = {
+    "name", "queues", "concurrency", "cpu", "memory", "architecture", "minCapacity",
+    "maxCapacity", "spot", "downstream", "scaling",
+}  # fmt: skip
+_SCALING_KEYS = {"metric", "target", "scaleOutCooldownSeconds", "scaleInCooldownSeconds"}
+_NETWORK_KEYS = {"vpcId", "privateSubnetIds", "assignPublicIp"}
+TOP_LEVEL_KEYS = (
+    "namePrefix", "protect", "timeLimitMarginSeconds", "tiers", "dlq", "alarms", "workerGroups",
+    "image", "clusterName", "logRetentionDays", "resultBackendSecretArn", "dataRedisSecretArn",
+    "network",
+)  # fmt: skip
+# Top-level keys whose value is a plain string (the rest are YAML scalars, lists or mappings).
+_STRING_KEYS = frozenset(
+    {"namePrefix", "image", "clusterName", "resultBackendSecretArn", "dataRedisSecretArn"}
+)
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
+_REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+
+
+def _tier(r: _Reader, key: str, raw: Any) -> TierSettings:
+    d = r.mapping(key, raw, _TIER_KEYS)
+    d_ = TierSettings
+    return TierSettings(
+        name=r.string(f"{key}.name", d.get("name"), pattern=CELERY_QUEUE_RE,
+                      rule="must be a Celery queue name: lowercase letters, digits, - or _"),
+        queue=r.string(f"{key}.queue", d.get("queue"), pattern=QUEUE_NAME_RE,
+                       rule="must be 1-80 letters, digits, - or _"),
+        visibility_timeout=r.integer(f"{key}.visibilityTimeoutSeconds",
+                                     d.get("visibilityTimeoutSeconds"),
+                                     d_.visibility_timeout, *VISIBILITY_RANGE),
+        message_retention=r.integer(f"{key}.messageRetentionSeconds",
+                                    d.get("messageRetentionSeconds"),
+                                    d_.message_retention, *RETENTION_RANGE),
+        max_message_size=r.integer(f"{key}.maximumMessageSize", d.get("maximumMessageSize"),
+                                   d_.max_message_size, *MESSAGE_SIZE_RANGE),
+        receive_wait_time=r.integer(f"{key}.receiveWaitTimeSeconds",
+                                    d.get("receiveWaitTimeSeconds"),
+                                    d_.receive_wait_time, *LONG_POLL_RANGE),
+        delay_seconds=r.integer(f"{key}.delaySeconds", d.get("delaySeconds"),
+                                d_.delay_seconds, *DELAY_RANGE),
+        max_receive_count=r.integer(f"{key}.maxReceiveCount", d.get("maxReceiveCount"),
+                                    d_.max_receive_count, *MAX_RECEIVE_RANGE),
+        soft_time_limit=r.integer(f"{key}.softTimeLimitSeconds", d.get("softTimeLimitSeconds"),
+                                  d_.soft_time_limit, 1),
+        time_limit=r.integer(f"{key}.timeLimitSeconds", d.get("timeLimitSeconds"),
+                             d_.time_limit, 1),
+    )  # fmt: skip
+
+
+def _group(r: _Reader, key: str, raw: Any) -> WorkerGroupSettings:
+    d = r.mapping(key, raw, _GROUP_KEYS)
+    g = WorkerGroupSettings
+    s = r.mapping(f"{key}.scaling", d.get("scaling"), _SCALING_KEYS)
+    sc = ScalingSettings
+    scaling = ScalingSettings(
+        metric=r.choice(f"{key}.scaling.metric", s.get("metric"), sc.metric, SCALING_METRICS),
+        target=r.number(f"{key}.scaling.target", s.get("target"), sc.target),
+        scale_out_cooldown=r.integer(f"{key}.scaling.scaleOutCooldownSeconds",
+                                     s.get("scaleOutCooldownSeconds"), sc.scale_out_cooldown,
+                                     0, 3600),
+        scale_in_cooldown=r.integer(f"{key}.scaling.scaleInCooldownSeconds",
+                                    s.get("scaleInCooldownSeconds"), sc.scale_in_cooldown,
+                                    0, 3600),
+    )  # fmt: skip
+    return WorkerGroupSettings(
+        name=r.string(f"{key}.name", d.get("name"), pattern=CELERY_QUEUE_RE,
+                      rule="must be lowercase letters, digits, - or _"),
+        queues=r.strings(f"{key}.queues", d.get("queues")),
+        concurrency=r.integer(f"{key}.concurrency", d.get("concurrency"), g.concurrency, 1, 64),
+        cpu=r.integer(f"{key}.cpu", d.get("cpu"), g.cpu),
+        memory=r.integer(f"{key}.memory", d.get("memory"), g.memory),
+        architecture=r.choice(f"{key}.architecture", d.get("architecture"), g.architecture,
+                              ARCHITECTURES),
+        min_capacity=r.integer(f"{key}.minCapacity", d.get("minCapacity"), g.min_capacity, 0, 1000),
+        max_capacity=r.integer(f"{key}.maxCapacity", d.get("maxCapacity"), g.max_capacity, 1, 1000),
+        spot=r.boolean(f"{key}.spot", d.get("spot"), g.spot),
+        downstream=r.strings(f"{key}.downstream", d.get("downstream"), ()),
+        scaling=scaling,
+    )  # fmt: skip
+
+
+def parse(config: Mapping[str, Any], stack: str, region: str | None, source: str) -> StackSettings:
+    """Build :class:`StackSettings` from the project's config keys (without the ``amply-jobs:``
+    namespace) or raise :class:`SettingsError` listing every problem."""
+    r = _Reader()
+    for k in config:
+        if k not in TOP_LEVEL_KEYS:
+            r.bad(k, config[k], f"unknown key; known keys: {', '.join(TOP_LEVEL_KEYS)}")
+
+    if not region:
+        r.bad("aws:region", region, "is required (the region of the queues)")
+        region = ""
+    elif not isinstance(region, str) or not _REGION_RE.match(region):
+        r.bad("aws:region", region, "must be an AWS region such as eu-west-1")
+
+    prefix = r.string("namePrefix", config.get("namePrefix"), pattern=_PREFIX_RE,
+                      rule="must be 2-32 lowercase letters, digits or -")  # fmt: skip
+    tiers = tuple(_tier(r, k, v) for k, v in r.items("tiers", config.get("tiers")))
+
+    dd = r.mapping("dlq", config.get("dlq"), _DLQ_KEYS)
+    D = DlqSettings
+    dlq = DlqSettings(
+        queue=r.string("dlq.queue", dd.get("queue"), D.queue, QUEUE_NAME_RE,
+                       "must be 1-80 letters, digits, - or _"),
+        message_retention=r.integer("dlq.messageRetentionSeconds",
+                                    dd.get("messageRetentionSeconds"), D.message_retention,
+                                    *RETENTION_RANGE),
+        visibility_timeout=r.integer("dlq.visibilityTimeoutSeconds",
+                                     dd.get("visibilityTimeoutSeconds"), D.visibility_timeout,
+                                     *VISIBILITY_RANGE),
+    )  # fmt: skip
+
+    ad = r.mapping("alarms", config.get("alarms"), _ALARM_KEYS)
+    A = AlarmSettings
+    period = r.integer("alarms.periodSeconds", ad.get("periodSeconds"), A.period, 10, 86_400)
+    if period not in (10, 30) and period % 60:
+        r.bad("alarms.periodSeconds", period, "must be 10, 30 or a multiple of 60")
+
+    def email(key: str, value: str) -> str:
+        if not _EMAIL_RE.match(value):
+            r.bad(key, value, "must be an email address")
+        return value
+
+    alarms = AlarmSettings(
+        emails=r.strings("alarms.emails", ad.get("emails"), (), item=email),
+        period=period,
+        depth_threshold=r.integer("alarms.depthThreshold", ad.get("depthThreshold"),
+                                  A.depth_threshold, 1),
+        depth_periods=r.integer("alarms.depthEvaluationPeriods", ad.get("depthEvaluationPeriods"),
+                                A.depth_periods, 1, 100),
+        age_threshold=r.integer("alarms.ageThresholdSeconds", ad.get("ageThresholdSeconds"),
+                                A.age_threshold, 1),
+        age_periods=r.integer("alarms.ageEvaluationPeriods", ad.get("ageEvaluationPeriods"),
+                              A.age_periods, 1, 100),
+        dlq_threshold=r.integer("alarms.dlqThreshold", ad.get("dlqThreshold"), A.dlq_threshold, 1),
+        dlq_periods=r.integer("alarms.dlqEvaluationPeriods", ad.get("dlqEvaluationPeriods"),
+                              A.dlq_periods, 1, 100),
+    )  # fmt: skip
+
+    groups = tuple(_group(r, k, v) for k, v in r.items("workerGroups", config.get("workerGroups")))
+
+    nd = r.mapping("network", config.get("network"), _NETWORK_KEYS)
+    network = NetworkSettings(
+        vpc_id=r.string("network.vpcId", nd.get("vpcId"), ""),
+        subnet_ids=r.strings("network.privateSubnetIds", nd.get("privateSubnetIds"), ()),
+        assign_public_ip=r.boolean("network.assignPublicIp", nd.get("assignPublicIp"), False),
+    )
+
+    S = StackSettings
+    retention = r.integer("logRetentionDays", config.get("logRetentionDays"),
+                          S.log_retention_days)  # fmt: skip
+    if retention not in LOG_RETENTION_DAYS:
+        r.bad(
+            "logRetentionDays",
+            retention,
+            f"must be one of CloudWatch's values: {', '.join(map(str, LOG_RETENTION_DAYS))}",
+        )
+
+    settings = StackSettings(
+        stack=stack,
+        region=region,
+        name_prefix=prefix,
+        tiers=tiers,
+        dlq=dlq,
+        alarms=alarms,
+        worker_groups=groups,
+        protect=r.boolean("protect", config.get("protect"), S.protect),
+        time_limit_margin=r.integer("timeLimitMarginSeconds", config.get("timeLimitMarginSeconds"),
+                                    S.time_limit_margin, 0, 3600),
+        image=r.string("image", config.get("image"), ""),
+        cluster_name=r.string("clusterName", config.get("clusterName"), ""),
+        log_retention_days=retention,
+        result_backend_secret_arn=r.string("resultBackendSecretArn",
+                                           config.get("resultBackendSecretArn"), "",
+                                           re.compile(r"^(arn:aws[a-z-]*:(ssm|secretsmanager):.+)?$"),
+                                           "must be an SSM parameter or Secrets Manager ARN"),
+        data_redis_secret_arn=r.string("dataRedisSecretArn", config.get("dataRedisSecretArn"), "",
+                                       re.compile(r"^(arn:aws[a-z-]*:(ssm|secretsmanager):.+)?$"),
+                                       "must be an SSM parameter or Secrets Manager ARN"),
+        network=network,
+    )  # fmt: skip
+    _check_invariants(r, settings)
+    if r.problems:
+        raise SettingsError(source, r.problems)
+    return settings
+
+
+def _check_invariants(r: _Reader, s: StackSettings) -> None:
+    """Rules that span keys: uniqueness, references, and time limits against visibility."""
+    # A key already reported holds its default (or a placeholder) here: a rule comparing it
+    # would quote a value the file does not hold. Such rules are left out for that key.
+    reported = {p.key for p in r.problems}
+
+    def bad(key: str, value: Any, rule: str, *involved: str) -> None:
+        if key not in reported and reported.isdisjoint(involved):
+            r.bad(key, value, rule)
+
+    seen: dict[str, int] = {}
+    queues: dict[str, int] = {}
+    for i, t in enumerate(s.tiers):
+        key = f"tiers[{i}]"
+        if t.name in seen:
+            bad(f"{key}.name", t.name, f"duplicate tier name (also tiers[{seen[t.name]}])")
+        seen.setdefault(t.name, i)
+        if t.queue in queues or t.queue == s.dlq.queue:
+            bad(f"{key}.queue", t.queue, "duplicate queue name")
+        queues.setdefault(t.queue, i)
+        if len(f"{s.name_prefix}-{t.queue}") > 80:
+            bad(f"{key}.queue", t.queue, "namePrefix-queue must be at most 80 characters")
+        if t.soft_time_limit >= t.time_limit:
+            bad(f"{key}.softTimeLimitSeconds", t.soft_time_limit,
+                f"must be below timeLimitSeconds ({t.time_limit})",
+                f"{key}.timeLimitSeconds")  # fmt: skip
+        if t.time_limit + s.time_limit_margin > t.visibility_timeout:
+            bad(f"{key}.timeLimitSeconds", t.time_limit,
+                f"timeLimitSeconds + timeLimitMarginSeconds ({s.time_limit_margin}) must be at "
+                f"most visibilityTimeoutSeconds ({t.visibility_timeout}), or a message becomes "
+                "visible again while its task still runs",
+                f"{key}.visibilityTimeoutSeconds", "timeLimitMarginSeconds")  # fmt: skip
+
+    names: set[str] = set()
+    for i, g in enumerate(s.worker_groups):
+        key = f"workerGroups[{i}]"
+        if g.name in names:
+            bad(f"{key}.name", g.name, "duplicate worker group name")
+        names.add(g.name)
+        if not g.queues:
+            bad(f"{key}.queues", list(g.queues), "must name at least one tier")
+        for j, q in enumerate(g.queues):
+            if q and q not in seen:
+                bad(
+                    f"{key}.queues[{j}]",
+                    q,
+                    f"is not a defined tier ({', '.join(seen) or 'none defined'})",
+                )
+        named = [q for q in g.queues if q]
+        if len(set(named)) != len(named):
+            bad(f"{key}.queues", list(g.queues), "must not repeat a tier")
+        for j, q in enumerate(g.downstream):
+            if q and q not in seen:
+                bad(
+                    f"{key}.downstream[{j}]",
+                    q,
+                    f"is not a defined tier ({', '.join(seen) or 'none defined'})",
+                )
+        if g.min_capacity > g.max_capacity:
+            bad(
+                f"{key}.minCapacity",
+                g.min_capacity,
+                f"must be at most maxCapacity ({g.max_capacity})",
+                f"{key}.maxCapacity",
+            )
+        if g.cpu not in FARGATE_MEMORY:
+            bad(
+                f"{key}.cpu",
+                g.cpu,
+                f"must be a Fargate cpu value: {', '.join(map(str, FARGATE_MEMORY))}",
+            )
+        elif g.memory not in FARGATE_MEMORY[g.cpu]:
+            allowed = FARGATE_MEMORY[g.cpu]
+            bad(f"{key}.memory", g.memory,
+                f"Fargate cpu {g.cpu} allows memory {allowed[0]}..{allowed[-1]} MiB "
+                f"in steps of {allowed[1] - allowed[0]}", f"{key}.cpu")  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Sources: the stack file (no engine needed) and pulumi.Config (inside the program)
+# --------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stack_file(stack: str, root: Path | None = None) -> Path:
+    return (root or ROOT) / f"Pulumi.{stack}.yaml"
+
+
+def load_stack(stack: str, root: Path | None = None) -> StackSettings:
+    """Read ``Pulumi.<stack>.yaml`` as plain YAML, without the Pulumi engine."""
+    path = stack_file(stack, root)
+    if not path.is_file():
+        available = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in path.parent.glob(
+            "Pulumi.*.yaml"))  # fmt: skip
+        raise SettingsError(
+            str(path),
+            [
+                Problem(
+                    "stack",
+                    stack,
+                    f"no file {path.name}; stacks here: {', '.join(available) or 'none'}",
+                )
+            ],
+        )
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "file"
+        raise SettingsError(
+            str(path), [Problem(where, path.name, f"is not valid YAML: {exc}")]
+        ) from None
+    return from_mapping(doc, stack, str(path))
+
+
+def from_mapping(doc: Any, stack: str, source: str = "<settings>") -> StackSettings:
+    """Parse a whole stack document:
+    ``{"config": {"amply-jobs:tiers": ..., "aws:region": ...}}``."""
+    if not isinstance(doc, Mapping):
+        raise SettingsError(source, [Problem("(document)", doc, "must be a YAML mapping")])
+    raw = doc.get("config") or {}
+    if not isinstance(raw, Mapping):
+        raise SettingsError(source, [Problem("config", raw, "must be a mapping")])
+    ns = f"{PROJECT}:"
+    project_keys = {
+        k[len(ns) :]: v for k, v in raw.items() if isinstance(k, str) and k.startswith(ns)
+    }
+    stray = [k for k in raw if not (isinstance(k, str) and (k.startswith(ns) or ":" in k))]
+    settings_or_error: StackSettings | SettingsError
+    try:
+        settings_or_error = parse(project_keys, stack, raw.get("aws:region"), source)
+    except SettingsError as exc:
+        settings_or_error = exc
+    if stray:
+        extra = [Problem(str(k), raw[k], f"has no namespace; write it as {ns}{k}") for k in stray]
+        problems = extra + (settings_or_error.problems
+                            if isinstance(settings_or_error, SettingsError) else [])  # fmt: skip
+        raise SettingsError(source, problems)
+    if isinstance(settings_or_error, SettingsError):
+        raise settings_or_error
+    return settings_or_error
+
+
+def from_pulumi_config() -> StackSettings:
+    """Read the settings inside the Pulumi program, through ``pulumi.Config``."""
+    import pulumi
+
+    cfg = pulumi.Config(PROJECT)
+    # The engine hands plain strings over as they are (not JSON-quoted), and everything else
+    # (numbers, booleans, lists, mappings) as JSON: get_object would fail on `amply-dev`.
+    values = {k: cfg.get(k) if k in _STRING_KEYS else cfg.get_object(k) for k in TOP_LEVEL_KEYS}
+    # Plain scalars come back as objects too (YAML parses them); drop the unset ones.
+    project_keys = {k: v for k, v in values.items() if v is not None}
+    region = pulumi.Config("aws").get("region")
+    return parse(project_keys, pulumi.get_stack(), region, f"Pulumi.{pulumi.get_stack()}.yaml")
+
+
+# --------------------------------------------------------------------------------------------
+# SQS attributes: the one definition the Pulumi program and the local provisioner share
+# --------------------------------------------------------------------------------------------
+
+
+def tier_attributes(tier: TierSettings, dlq_arn: str) -> dict[str, str]:
+    """The SQS attributes of a tier queue, as ``SetQueueAttributes`` takes them."""
+    return {
+        "VisibilityTimeout": str(tier.visibility_timeout),
+        "MessageRetentionPeriod": str(tier.message_retention),
+        "MaximumMessageSize": str(tier.max_message_size),
+        "ReceiveMessageWaitTimeSeconds": str(tier.receive_wait_time),
+        "DelaySeconds": str(tier.delay_seconds),
+        "SqsManagedSseEnabled": "true",
+        "RedrivePolicy": json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": tier.max_receive_count},
+            separators=(",", ":"),
+        ),
+    }
+
+
+def dlq_attributes(dlq: DlqSettings, source_arns: list[str]) -> dict[str, str]:
+    """The SQS attributes of the DLQ: only the tiers may dead-letter into it."""
+    return {
+        "VisibilityTimeout": str(dlq.visibility_timeout),
+        "MessageRetentionPeriod": str(dlq.message_retention),
+        "SqsManagedSseEnabled": "true",
+        "RedriveAllowPolicy": json.dumps(
+            {"redrivePermission": "byQueue", "sourceQueueArns": sorted(source_arns)},
+            separators=(",", ":"),
+        ),
+    }
