@@ -1,0 +1,1 @@
+"""amply-jobs: the Celery workers of the Amply platform and the tooling around them."""

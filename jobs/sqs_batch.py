@@ -1,0 +1,188 @@
+"""SQS's batch APIs as the transport uses them: the publish batch behind
+``Producer.batch()`` (SendMessageBatch) and the receipt-handle batches of acknowledgements and
+releases (DeleteMessageBatch, ChangeMessageVisibilityBatch). 10 entries per request, failed
+entries tried again, what still fails reported, never dropped."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from jobs.errors import BulkEnqueueError
+from jobs.logging import get_logger
+
+log = get_logger("amply.jobs.sqs_batch")
+
+SQS_MAX_BYTES = 262_144  # one message, and the sum of the bodies of one SendMessageBatch
+SQS_BATCH_ENTRIES = 10
+BATCH_ATTEMPTS = 4  # first try + retries of the entries SQS reports as failed
+ACK_BATCH = 10  # DeleteMessageBatch's maximum
+ACK_FLUSH_SECONDS = 0.25  # the longest an ack waits for company
+
+
+def message_size(send_kwargs: dict[str, Any]) -> int:
+    """What SQS counts against its limit: the UTF-8 body plus any message attributes."""
+    size = len(send_kwargs["MessageBody"].encode("utf-8"))
+    for name, attr in (send_kwargs.get("MessageAttributes") or {}).items():
+        size += len(name.encode()) + len(str(attr.get("DataType", "")).encode())
+        value = attr.get("StringValue", attr.get("BinaryValue", b""))
+        size += len(value.encode() if isinstance(value, str) else value)
+    return size
+
+
+class Recorder:
+    """Stands in for the boto3 client while kombu builds a publish, to keep its requests."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, method: str) -> Callable[..., dict[str, Any]]:
+        def record(**kwargs: Any) -> dict[str, Any]:
+            self.calls.append((method, kwargs))
+            return {}
+
+        return record
+
+
+@dataclass
+class BatchEntry:
+    task_id: str
+    task: str
+    queue_url: str
+    client: Any
+    params: dict[str, Any]  # SendMessage parameters, QueueUrl excluded
+    size: int
+
+
+@dataclass
+class PublishBatch:
+    """A producer-scoped batch (see ``kombu.Producer.batch``): messages are kept until
+    ``flush`` (at the latest when the context exits), then sent with SendMessageBatch."""
+
+    channel: Any  # jobs.transport.Channel
+    max_size: int
+    pending: list[BatchEntry] = field(default_factory=list)
+    sent: int = 0
+    requests: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    _closed: bool = False
+
+    def publish(self, message: dict[str, Any], **kwargs: Any) -> None:
+        if self._closed:
+            raise RuntimeError("publish through a closed SQS publish batch")
+        self.channel.basic_publish(message, _sqs_batch=self, **kwargs)
+
+    def add(self, entry: BatchEntry) -> None:
+        self.pending.append(entry)
+        if len(self.pending) >= self.max_size:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        groups: dict[str, list[BatchEntry]] = defaultdict(list)
+        for entry in pending:
+            groups[entry.queue_url].append(entry)
+        for entries in groups.values():
+            for chunk in chunks(entries):
+                self._send(chunk)
+        if self.failed:
+            failed, self.failed = self.failed, []
+            task = pending[0].task if pending else "?"
+            raise BulkEnqueueError(task, failed, self.sent)
+
+    def _send(self, chunk: list[BatchEntry]) -> None:
+        todo = {str(i): e for i, e in enumerate(chunk)}
+        errors: dict[str, str] = {}
+        for attempt in range(BATCH_ATTEMPTS):
+            if attempt:
+                time.sleep(0.2 * 2**attempt)  # SQS throttling or a blip: back off a little
+            first = next(iter(todo.values()))
+            entries = [{"Id": i, **e.params} for i, e in todo.items()]
+            self.requests += 1
+            try:
+                resp = first.client.send_message_batch(QueueUrl=first.queue_url, Entries=entries)
+            except (ClientError, BotoCoreError, OSError) as exc:
+                # Delivery is uncertain (a lost response looks the same): retrying may
+                # duplicate, which at-least-once delivery allows; dropping would lose.
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+                errors = {i: code or type(exc).__name__ for i in todo}
+                continue
+            for ok in resp.get("Successful", []):
+                todo.pop(ok["Id"], None)
+                self.sent += 1
+            errors = {f["Id"]: f.get("Code", "Failed") for f in resp.get("Failed", [])}
+            todo = {i: e for i, e in todo.items() if i in errors}
+            if not todo:
+                return
+        for i, entry in todo.items():
+            log.error("bulk_enqueue_refused", task=entry.task, task_id=entry.task_id,
+                      code=errors.get(i))  # fmt: skip
+            self.failed.append((entry.task_id, errors.get(i, "Failed")))
+
+    def discard(self) -> None:
+        self.pending = []
+
+    def close(self) -> None:
+        self._closed = True
+
+
+def by_queue(handles: list[Handle]) -> dict[str | None, list[Handle]]:
+    groups: dict[str | None, list[Handle]] = defaultdict(list)
+    for h in handles:
+        groups[h.queue].append(h)
+    return groups
+
+
+def chunks(entries: list[BatchEntry]) -> list[list[BatchEntry]]:
+    """Groups of at most 10 entries whose bodies sum to at most 262,144 bytes."""
+    chunks: list[list[BatchEntry]] = []
+    current: list[BatchEntry] = []
+    size = 0
+    for entry in entries:
+        if current and (len(current) == SQS_BATCH_ENTRIES or size + entry.size > SQS_MAX_BYTES):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(entry)
+        size += entry.size
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+@dataclass(frozen=True)
+class Handle:
+    """A received message to delete or release: enough to name it in a batch and a log."""
+
+    queue: str | None  # the predefined queue name, to pick its client as kombu does
+    receipt: str
+    message_id: str | None
+
+
+def send_handles(
+    client: Any, call: str, queue_url: str, handles: list[Handle], extra: dict[str, Any]
+) -> list[tuple[Handle, str]]:
+    """Send ``handles`` with the batch API ``call`` (10 per request); entries that fail are
+    tried once more. Returns those that still failed, with their error codes."""
+    failed: list[tuple[Handle, str]] = []
+    for start in range(0, len(handles), ACK_BATCH):
+        todo = {str(i): h for i, h in enumerate(handles[start : start + ACK_BATCH])}
+        errors: dict[str, str] = {}
+        for _ in range(2):
+            entries = [{"Id": i, "ReceiptHandle": h.receipt, **extra} for i, h in todo.items()]
+            try:
+                resp = getattr(client, call)(QueueUrl=queue_url, Entries=entries)
+            except (ClientError, BotoCoreError, OSError) as exc:
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+                errors = {i: code or type(exc).__name__ for i in todo}
+                continue
+            errors = {f["Id"]: f.get("Code", "Failed") for f in resp.get("Failed", [])}
+            todo = {i: h for i, h in todo.items() if i in errors}
+            if not todo:
+                break
+        failed += [(h, errors.get(i, "Failed")) for i, h in todo.items()]
+    return failed
