@@ -1,0 +1,95 @@
+"""The moto server, with its per-message clock read made cheap, for tests that hold thousands
+of messages in one queue.
+
+moto checks every message's visibility and delay on each request, by building a datetime per
+check (``unix_time_millis()``), and reads all queue attributes (which count the messages, and
+convert each attribute name from CamelCase anew) several times per message sent: with 2,000
+messages a single SendMessageBatch took ~0.3 s and a receive ~2 s here. The same comparisons
+against ``time.time()`` (read once per pass over a queue) and a cache of the name conversions
+give the same answers many times faster. Nothing else changes: the SQS semantics under test
+are moto's own.
+
+Run as ``python -m tests.dlq.fast_moto -H HOST -p PORT`` (the arguments of moto.server).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from moto.sqs import models
+
+from jobs.local.emulator import (
+    FAKE_CREDENTIALS,
+    EndpointUnreachable,
+    ProcessEmulator,
+    free_port,
+    wait_for_sqs,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def install() -> None:
+    def visible(self: models.Message) -> bool:
+        return time.time() * 1000 > self.visible_at
+
+    def delayed(self: models.Message) -> bool:
+        return time.time() * 1000 < self.delayed_until
+
+    # Queue.attributes converts ~20 attribute names on every call, several calls a request.
+    models.camelcase_to_underscores = functools.lru_cache(maxsize=256)(  # type: ignore[assignment]
+        models.camelcase_to_underscores
+    )
+    models.Message.visible = property(visible)  # type: ignore[assignment,method-assign]
+    models.Message.delayed = property(delayed)  # type: ignore[assignment,method-assign]
+
+    # The queue-wide passes (several per request): the same predicates, the clock read once.
+    def messages(self: models.Queue) -> list[models.Message]:
+        now = time.time() * 1000
+        return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+    def delayed_count(self: models.Queue) -> int:
+        now = time.time() * 1000
+        return sum(1 for m in self._messages if now < m.delayed_until)
+
+    def not_visible_count(self: models.Queue) -> int:
+        now = time.time() * 1000
+        return sum(1 for m in self._messages if not now > m.visible_at)
+
+    models.Queue.messages = property(messages)  # type: ignore[assignment,method-assign]
+    models.Queue.approximate_number_of_messages_delayed = property(  # type: ignore[assignment,method-assign]
+        delayed_count
+    )
+    models.Queue.approximate_number_of_messages_not_visible = property(  # type: ignore[assignment,method-assign]
+        not_visible_count
+    )
+
+
+@dataclass
+class FastEmulator(ProcessEmulator):
+    def start(self) -> FastEmulator:
+        self.port = self.port or free_port(self.host)
+        env = {**os.environ, **FAKE_CREDENTIALS, **self.env, "PYTHONPATH": str(ROOT)}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.dlq.fast_moto", "-H", self.host, "-p", str(self.port)],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_for_sqs(self.endpoint)
+        except EndpointUnreachable:
+            self.stop()
+            raise
+        return self
+
+
+if __name__ == "__main__":
+    from moto.server import main
+
+    install()
+    main()

@@ -1,0 +1,256 @@
+"""The worker image and the GitHub workflows: what they promise, and that the linters which
+``make lint-ci`` runs actually reject what they are there to reject."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from infra.settings import load_stack
+from infra.workers import (
+    HEALTH_CHECK,
+    HEARTBEAT_MAX_AGE_SECONDS,
+    SOFT_SHUTDOWN_BUDGET_SECONDS,
+    STOP_TIMEOUT_SECONDS,
+    worker_environment,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+WORKFLOWS = ROOT / ".github" / "workflows"
+SHA_PIN = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(instruction, arguments) pairs, continuation lines joined, comments dropped."""
+    lines, current = [], ""
+    for raw in (ROOT / "Dockerfile").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        current += line[:-1].strip() + " " if line.endswith("\\") else line
+        if not line.endswith("\\"):
+            op, _, args = current.partition(" ")
+            lines.append((op.upper(), args.strip()))
+            current = ""
+    return lines
+
+
+def workflow(name: str) -> dict[str, Any]:
+    doc = yaml.safe_load((WORKFLOWS / name).read_text())
+    doc["on"] = doc.pop(True, doc.get("on"))  # YAML 1.1 reads the key `on` as true
+    return dict(doc)
+
+
+def steps(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for job in doc["jobs"].values() for s in job.get("steps", [])]
+
+
+# ---- the image ---------------------------------------------------------------------------
+
+
+def test_image_health_check_is_the_ecs_one() -> None:
+    (args,) = [a for op, a in dockerfile() if op == "HEALTHCHECK"]
+    options = dict(re.findall(r"--([a-z-]+)=(\S+)", args))
+    assert options == {
+        "interval": f"{HEALTH_CHECK['interval']}s",
+        "timeout": f"{HEALTH_CHECK['timeout']}s",
+        "start-period": f"{HEALTH_CHECK['startPeriod']}s",
+        "retries": str(HEALTH_CHECK["retries"]),
+    }
+    command = json.loads(args.split(" CMD ", 1)[1])
+    assert " ".join(command) == HEALTH_CHECK["command"][1]
+
+
+def test_image_environment_matches_the_task_definition() -> None:
+    env: dict[str, str] = {}
+    for op, args in dockerfile():
+        if op == "ENV":
+            env.update(dict(kv.split("=", 1) for kv in shlex.split(args)))
+    task_env = worker_environment(load_stack("prod"), "{}")
+    for key in ("REMAP_SIGTERM", "AMPLY_HEARTBEAT_FILE"):
+        assert env[key] == task_env[key], key
+
+
+def test_image_is_runtime_only_and_not_root() -> None:
+    ops = dockerfile()
+    (base,) = [a for op, a in ops if op == "FROM"]
+    assert base.startswith("python:3.11-slim")
+    runs = " ".join(a for op, a in ops if op == "RUN")
+    assert "pip install --no-cache-dir /src" in runs and "[" not in runs, "no extras"
+    assert not any("pulumi" in a.lower() for _, a in ops), "no pulumi in the image"
+    copies = [a for op, a in ops if op == "COPY"]
+    assert copies == ["pyproject.toml /src/", "jobs /src/jobs"], "infra/ never enters the image"
+    (user,) = [a for op, a in ops if op == "USER"]
+    assert user.split(":")[0] not in ("root", "0")
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    assert ignore[ignore.index("*") :][:3] == ["*", "!pyproject.toml", "!jobs/"]
+    (cmd,) = [a for op, a in ops if op == "CMD"]
+    assert json.loads(cmd)[:4] == ["celery", "-A", "jobs.celery_app", "worker"]
+
+
+IMAGE_IMPORT_CHECK = """
+import importlib, importlib.abc, sys
+
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pulumi", "pulumi_aws", "pulumi_policy", "infra", "moto"):
+            raise ImportError(f"the worker image has no {name}")
+        return None
+
+sys.meta_path.insert(0, Blocked())
+import jobs.celery_app
+for module in jobs.celery_app.TASK_MODULES + ["jobs.heartbeat", "jobs.healthcheck", "jobs.worker"]:
+    importlib.import_module(module)
+print("ok")
+"""
+
+
+def test_worker_runtime_imports_without_pulumi_infra_or_moto() -> None:
+    """What the image leaves out (infra/, the extras) is never imported by a worker."""
+    proc = subprocess.run([sys.executable, "-c", IMAGE_IMPORT_CHECK], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok"
+
+
+def test_soft_shutdown_fits_in_the_stop_timeout() -> None:
+    from jobs import config
+
+    assert config.ECS_STOP_TIMEOUT == STOP_TIMEOUT_SECONDS == 120
+    assert config.DEFAULT_SOFT_SHUTDOWN <= config.MAX_SOFT_SHUTDOWN
+    assert config.MAX_SOFT_SHUTDOWN <= SOFT_SHUTDOWN_BUDGET_SECONDS <= STOP_TIMEOUT_SECONDS - 30
+
+
+def test_heartbeat_interval_is_well_inside_the_health_checks_max_age() -> None:
+    from jobs import heartbeat
+
+    assert heartbeat.MAX_INTERVAL <= HEARTBEAT_MAX_AGE_SECONDS
+    assert heartbeat.DEFAULT_INTERVAL * 3 <= HEARTBEAT_MAX_AGE_SECONDS
+    assert HEALTH_CHECK["command"][1].endswith(f"--max-age {HEARTBEAT_MAX_AGE_SECONDS}")
+
+
+def test_hadolint_passes_the_dockerfile_and_rejects_a_bad_one(tmp_path: Path) -> None:
+    ok = subprocess.run([BIN / "hadolint", "Dockerfile"], cwd=ROOT, capture_output=True,
+                        text=True, timeout=60)  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install celery\n")
+    proc = subprocess.run([BIN / "hadolint", str(bad)], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode != 0
+    assert "DL3007" in proc.stdout and "DL3013" in proc.stdout
+
+
+# ---- the workflows -----------------------------------------------------------------------
+
+
+def test_every_action_is_pinned_by_commit_sha() -> None:
+    for name in ("test.yml", "preview.yml", "deploy.yml"):
+        for step in steps(workflow(name)):
+            if "uses" in step:
+                assert SHA_PIN.match(step["uses"]), f"{name}: {step['uses']}"
+
+
+def test_least_privilege_permissions_and_no_long_lived_aws_keys() -> None:
+    for name in ("test.yml", "preview.yml", "deploy.yml"):
+        doc = workflow(name)
+        assert doc["permissions"] == {}, f"{name}: nothing by default"
+        for job_name, job in doc["jobs"].items():
+            perms = job.get("permissions", {})
+            assert perms.get("contents") == "read", f"{name}:{job_name}"
+            assert set(perms) <= {"contents", "id-token", "pull-requests"}
+            assert all(v in ("read", "write") for v in perms.values())
+        text = (WORKFLOWS / name).read_text()
+        assert "aws-access-key-id" not in text and "AWS_SECRET_ACCESS_KEY" not in text
+        for step in steps(doc):
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False
+
+
+def test_tests_run_on_every_push() -> None:
+    doc = workflow("test.yml")
+    assert "push" in doc["on"] and doc["on"]["push"] is None  # every branch
+    assert [s.get("run") for s in steps(doc)][-1] == ".ci/run"
+
+
+def _pulumi_steps(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for job_name, job in doc["jobs"].items():
+        for s in job.get("steps", []):
+            if s.get("uses", "").startswith("pulumi/actions@"):
+                out[job_name] = s["with"]
+    return out
+
+
+def test_preview_runs_for_both_stacks_on_pull_requests_with_the_policy_pack() -> None:
+    doc = workflow("preview.yml")
+    assert set(doc["on"]) == {"pull_request"}
+    (job,) = doc["jobs"].values()
+    assert job["strategy"]["matrix"]["stack"] == ["dev", "prod"]
+    assert job["permissions"] == {"contents": "read", "id-token": "write",
+                                  "pull-requests": "write"}  # fmt: skip
+    (with_,) = _pulumi_steps(doc).values()
+    assert with_["command"] == "preview"
+    assert with_["comment-on-pr"] is True
+    assert with_["policyPacks"] == "infra/policy"
+    assert with_["stack-name"].endswith("/${{ matrix.stack }}")
+    assert (ROOT / with_["policyPacks"] / "PulumiPolicy.yaml").is_file()
+
+
+def test_deploy_goes_to_dev_on_main_then_to_prod_behind_the_protected_environment() -> None:
+    doc = workflow("deploy.yml")
+    assert doc["on"] == {"push": {"branches": ["main"]}}
+    jobs = doc["jobs"]
+    assert jobs["test"]["uses"] == "./.github/workflows/test.yml"
+    assert jobs["dev"]["needs"] == "test" and jobs["prod"]["needs"] == "dev"
+    assert jobs["dev"]["environment"] == "dev"
+    assert jobs["prod"]["environment"] == "production"
+    pulumi_steps = _pulumi_steps(doc)
+    assert {j: (w["command"], w["stack-name"].rsplit("/", 1)[1], w["policyPacks"])
+            for j, w in pulumi_steps.items()} == {
+        "dev": ("up", "dev", "infra/policy"), "prod": ("up", "prod", "infra/policy")}  # fmt: skip
+    assert doc["concurrency"]["cancel-in-progress"] is False
+    assert "workflow_call" in workflow("test.yml")["on"]
+
+
+def test_workflows_pass_the_schema_and_zizmor_which_reject_bad_ones(tmp_path: Path) -> None:
+    files = sorted(str(p) for p in WORKFLOWS.glob("*.yml"))
+    schema = subprocess.run([BIN / "check-jsonschema", "--builtin-schema",
+                             "vendor.github-workflows", *files],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+    zizmor = [str(BIN / "zizmor"), "--offline", "--min-severity", "medium"]
+    audit = subprocess.run([*zizmor, str(WORKFLOWS)], capture_output=True, text=True, timeout=120)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+    bad = tmp_path / ".github" / "workflows"
+    bad.mkdir(parents=True)
+    (bad / "bad.yml").write_text(
+        "on: pull_request_target\njobs:\n  x:\n    runs-on: ubuntu-24.04\n    steps:\n"
+        "      - uses: actions/checkout@v4\n"
+        "      - run: echo ${{ github.event.pull_request.title }}\n"
+    )
+    audit = subprocess.run([*zizmor, str(bad)], capture_output=True, text=True, timeout=120)
+    assert audit.returncode != 0
+    assert "template-injection" in audit.stdout and "unpinned-uses" in audit.stdout
+    (bad / "bad.yml").write_text("on: push\njobs:\n  x:\n    steps: []\n")
+    schema = subprocess.run([BIN / "check-jsonschema", "--builtin-schema",
+                             "vendor.github-workflows", str(bad / "bad.yml")],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert schema.returncode != 0
+
+
+@pytest.mark.parametrize("name", ["preview.yml", "deploy.yml"])
+def test_aws_access_is_oidc(name: str) -> None:
+    for step in steps(workflow(name)):
+        if step.get("uses", "").startswith("aws-actions/configure-aws-credentials@"):
+            assert set(step["with"]) == {"role-to-assume", "role-session-name", "aws-region"}

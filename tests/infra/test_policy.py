@@ -1,0 +1,296 @@
+"""The policy pack's rules: each passes on both real stacks (their offline plans) and fails on
+a resource broken in the way it guards against; the CrossGuard wiring reports the same."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pulumi_policy import EnforcementLevel, StackValidationArgs, StackValidationPolicy
+from pulumi_policy.policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions
+
+from infra.policy.pack import policies
+from infra.policy.rules import (
+    RULES,
+    Resource,
+    alarm_on_every_queue,
+    check_all,
+    dead_letter_queue_names,
+    long_polling,
+    no_wildcards,
+    queue_encryption,
+    redrive_on_every_queue,
+    resources_from_plan,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+QUEUE = "aws:sqs/queue:Queue"
+LOG_GROUP = "arn:aws:logs:eu-west-1:123456789012:log-group:/ecs/amply-worker-high"
+PlanOf = Callable[[str], dict[str, Any]]
+
+
+def resources(plan_of: PlanOf, stack: str = "prod") -> list[Resource]:
+    return resources_from_plan(copy.deepcopy(plan_of(stack)))
+
+
+def replace(rs: list[Resource], name: str, type_: str, **props: Any) -> list[Resource]:
+    """The resources with ``name`` of ``type_`` given new props (None deletes one)."""
+    out, found = [], False
+    for r in rs:
+        if r.type == type_ and r.name == name:
+            found = True
+            new = {**r.props, **props}
+            r = Resource(r.type, r.name, {k: v for k, v in new.items() if v is not None})
+        out.append(r)
+    assert found, f"no {type_} {name}"
+    return out
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_every_rule_passes_on_the_real_stacks(stack: str, plan_of: PlanOf) -> None:
+    rs = resources(plan_of, stack)
+    assert [str(v) for v in check_all(rs)] == []
+    prefix = "amply" if stack == "prod" else "amply-dev"
+    assert dead_letter_queue_names(rs) == {f"{prefix}-celery-dlq"}
+
+
+def test_an_unencrypted_queue_fails(plan_of: PlanOf) -> None:
+    rs = replace(resources(plan_of), "amply-celery-low", QUEUE, sqsManagedSseEnabled=False)
+    (v,) = queue_encryption(rs)
+    assert v.resource == "amply-celery-low" and "unencrypted" in v.message
+    kms = replace(rs, "amply-celery-low", QUEUE, kmsMasterKeyId="alias/amply-jobs")
+    assert queue_encryption(kms) == []
+
+
+def test_a_tier_without_redrive_fails_and_the_dlq_needs_none(plan_of: PlanOf) -> None:
+    rs = replace(resources(plan_of), "amply-celery-high", QUEUE, redrivePolicy=None)
+    (v,) = redrive_on_every_queue(rs)
+    assert v.resource == "amply-celery-high" and "redrivePolicy" in v.message
+    bad_count = replace(
+        resources(plan_of),
+        "amply-celery",
+        QUEUE,
+        redrivePolicy={
+            "deadLetterTargetArn": "arn:aws:sqs:eu-west-1:123456789012:amply-celery-dlq",
+            "maxReceiveCount": 0,
+        },
+    )
+    (v,) = redrive_on_every_queue(bad_count)
+    assert "maxReceiveCount" in v.message
+
+
+def test_a_short_polling_tier_fails(plan_of: PlanOf) -> None:
+    rs = replace(resources(plan_of), "amply-celery", QUEUE, receiveWaitTimeSeconds=0)
+    (v,) = long_polling(rs)
+    assert v.resource == "amply-celery" and "receiveWaitTimeSeconds" in v.message
+    unset = replace(resources(plan_of), "amply-celery", QUEUE, receiveWaitTimeSeconds=None)
+    assert len(long_polling(unset)) == 1
+
+
+def iam_policies(rs: list[Resource]) -> list[Resource]:
+    return [r for r in rs if r.type == "aws:iam/policy:Policy"]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        {"Effect": "Allow", "Action": "sqs:*", "Resource": "arn:aws:sqs:eu-west-1:1:q"},
+        {"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": "*"},
+        {
+            "Effect": "Allow",
+            "Action": "sqs:SendMessage",
+            "Resource": "arn:aws:sqs:eu-west-1:1:amply-*",
+        },
+        {"Effect": "Allow", "NotAction": "iam:*", "Resource": "arn:aws:sqs:eu-west-1:1:q"},
+        {"Effect": "Allow", "Action": "sqs:Send?essage", "Resource": "arn:aws:sqs:eu-west-1:1:q"},
+        # A documented exception must not smuggle another action in beside it.
+        {
+            "Effect": "Allow",
+            "Action": ["ecr:GetAuthorizationToken", "sqs:SendMessage"],
+            "Resource": "*",
+        },
+    ],
+    ids=["action", "resource", "resource-prefix", "not-action", "action-?", "smuggled"],
+)
+def test_a_wildcard_grant_fails(plan_of: PlanOf, statement: dict[str, Any]) -> None:
+    rs = resources(plan_of)
+    target = iam_policies(rs)[0]
+    doc = copy.deepcopy(target.props["policy"])
+    doc["Statement"].append(statement)
+    broken = replace(rs, target.name, target.type, policy=doc)
+    violations = no_wildcards(broken)
+    assert violations and all(v.resource == target.name for v in violations)
+
+
+def test_a_wildcard_in_a_json_string_or_a_role_inline_policy_fails() -> None:
+    policy = (
+        '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", '
+        '"Action": "sqs:ReceiveMessage", "Resource": "*"}]}'
+    )
+    assert len(no_wildcards([Resource("aws:iam/rolePolicy:RolePolicy", "p", {"policy": policy})]))
+    role = Resource("aws:iam/role:Role", "r", {"inlinePolicies": [{"name": "x", "policy": policy}]})
+    assert len(no_wildcards([role])) == 1
+
+
+def test_deny_statements_and_documented_exceptions_pass() -> None:
+    deny = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:*",
+                "Resource": "arn:aws:sqs:x:1:q",
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+    ecr = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": f"{LOG_GROUP}:*",
+            },
+        ],
+    }
+    assert (
+        no_wildcards(
+            [
+                Resource("aws:sqs/queuePolicy:QueuePolicy", "q", {"policy": deny}),
+                Resource("aws:iam/rolePolicy:RolePolicy", "e", {"policy": ecr}),
+            ]
+        )
+        == []
+    )
+
+
+def test_a_queue_policy_allowing_everyone_fails() -> None:
+    public = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": "sqs:SendMessage",
+                "Resource": "arn:aws:sqs:eu-west-1:1:q",
+            }
+        ],
+    }
+    (v,) = no_wildcards([Resource("aws:sqs/queuePolicy:QueuePolicy", "q", {"policy": public})])
+    assert "Principal" in v.message
+
+
+def test_a_queue_without_an_alarm_fails(plan_of: PlanOf) -> None:
+    rs = [
+        r
+        for r in resources(plan_of)
+        if not (
+            r.type == "aws:cloudwatch/metricAlarm:MetricAlarm"
+            and r.props["dimensions"]["QueueName"] == "amply-celery-dlq"
+        )
+    ]
+    (v,) = alarm_on_every_queue(rs)
+    assert v.resource == "amply-celery-dlq"
+    silent = replace(
+        resources(plan_of),
+        "amply-celery-low-depth",
+        "aws:cloudwatch/metricAlarm:MetricAlarm",
+        alarmActions=[],
+    )
+    silent = replace(
+        silent,
+        "amply-celery-low-oldest-age",
+        "aws:cloudwatch/metricAlarm:MetricAlarm",
+        alarmActions=None,
+    )
+    (v,) = alarm_on_every_queue(silent)
+    assert v.resource == "amply-celery-low"
+
+
+# ---- the CrossGuard wiring ------------------------------------------------------------------
+
+
+def policy_resources(rs: list[Resource]) -> list[PolicyResource]:
+    opts = PolicyResourceOptions(
+        protect=False,
+        ignore_changes=[],
+        delete_before_replace=None,
+        aliases=[],
+        custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+        additional_secret_outputs=[],
+        parent=None,
+    )
+    return [
+        PolicyResource(
+            r.type,
+            r.props,
+            f"urn:pulumi:prod::amply-jobs::{r.type}::{r.name}",
+            r.name,
+            opts,
+            None,
+            None,
+            [],
+            {},
+        )
+        for r in rs
+    ]
+
+
+def run_pack(rs: list[Resource]) -> list[tuple[str, str, str | None]]:
+    reports: list[tuple[str, str, str | None]] = []
+    for p in policies():
+        assert isinstance(p, StackValidationPolicy)
+
+        def report(message: str, urn: str | None = None, name: str = p.name) -> None:
+            reports.append((name, message, urn))
+
+        p.validate(StackValidationArgs(policy_resources(rs)), report)
+    return reports
+
+
+def test_the_pack_holds_every_rule_as_a_mandatory_policy() -> None:
+    pack = policies()
+    assert [p.name for p in pack] == [r.name for r in RULES]
+    assert all(p.enforcement_level == EnforcementLevel.MANDATORY for p in pack)
+
+
+def test_the_pack_reports_nothing_on_the_real_stack(plan_of: PlanOf) -> None:
+    assert run_pack(resources(plan_of)) == []
+
+
+def test_the_pack_reports_a_broken_queue_with_its_urn(plan_of: PlanOf) -> None:
+    rs = replace(
+        resources(plan_of), "amply-celery-low", QUEUE, sqsManagedSseEnabled=None, redrivePolicy=None
+    )
+    reports = run_pack(rs)
+    assert {name for name, _, _ in reports} == {"sqs-queue-encrypted", "sqs-queue-redrive"}
+    assert all(urn and urn.endswith("::amply-celery-low") for _, _, urn in reports)
+
+
+def test_the_pack_manifest_and_entry_point_start() -> None:
+    manifest = yaml.safe_load((ROOT / "infra" / "policy" / "PulumiPolicy.yaml").read_text())
+    assert manifest["runtime"]["name"] == "python"
+    # The entry point serves the analyzer over gRPC and prints its port, as the CLI expects.
+    proc = subprocess.Popen(
+        [sys.executable, "__main__.py"],
+        cwd=ROOT / "infra" / "policy",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port = proc.stdout.readline().strip()
+        assert port.isdigit() and int(port) > 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

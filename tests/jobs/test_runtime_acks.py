@@ -1,0 +1,202 @@
+"""Batched acknowledgements and releases (jobs/transport.py), with real worker processes on
+the moto server behind a counting proxy: every task deleted exactly once, in batches; clean
+shutdowns flush every ack and hand back what was not started at once; a SIGKILL re-runs at
+most the acks that were still buffered."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from jobs.bulk import enqueue_many
+from jobs.transport import ACK_BATCH
+from tests.support.runtime import Runtime, fast_tiers, runtime, runtime_factory
+from tests.support.workers import run_worker
+
+__all__ = ["runtime", "runtime_factory"]
+
+pytestmark = pytest.mark.integration
+
+# Long visibility: a message that is not released comes back only after 60 s, which no
+# test waits for, so "back at once" is told apart from "back after the timeout".
+SLOW_TIERS = fast_tiers(visibilityTimeoutSeconds=60, softTimeLimitSeconds=20, timeLimitSeconds=30)
+
+
+def deleted_handles(runtime: Runtime) -> list[str]:
+    handles = [r.params["ReceiptHandle"] for r in runtime.proxy.actions("DeleteMessage")]
+    for r in runtime.proxy.actions("DeleteMessageBatch"):
+        handles += [e["ReceiptHandle"] for e in r.params["Entries"]]
+    return handles
+
+
+def counts(runtime: Runtime, url: str) -> tuple[int, int]:
+    attrs = runtime.sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]), int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+@pytest.mark.parametrize("batching", ["1", "0"], ids=["batched", "stock"])
+def test_every_task_is_deleted_exactly_once(runtime_factory: Any, batching: str) -> None:
+    runtime = runtime_factory()
+    runtime.env["AMPLY_SQS_BATCH_ACKS"] = batching
+    sig = runtime.app.signature("amply.tests.record")
+    enqueue_many(sig, [(runtime.run, f"t{i}") for i in range(60)])
+    with run_worker(runtime.env, queues=["celery"], concurrency=2):
+        runtime.wait_for("60 runs", lambda: len(runtime.runs()) == 60, timeout=60)
+        runtime.wait_for(
+            "an empty queue", lambda: runtime.depth(runtime.stack.queues["celery"]) == 0
+        )
+    handles = deleted_handles(runtime)
+    assert len(handles) == len(set(handles)) == 60
+    assert set(runtime.runs().values()) == {1}
+    singles = len(runtime.proxy.actions("DeleteMessage"))
+    batches = runtime.proxy.actions("DeleteMessageBatch")
+    if batching == "1":
+        assert singles == 0
+        assert all(1 <= len(b.params["Entries"]) <= ACK_BATCH for b in batches)
+        assert len(batches) < 60
+        print(f"\n60 tasks: {len(batches)} DeleteMessageBatch, "
+              f"{len(runtime.proxy.actions('ReceiveMessage'))} ReceiveMessage")  # fmt: skip
+    else:
+        assert singles == 60 and batches == []
+
+
+@pytest.mark.parametrize("remap", ["SIGQUIT", ""], ids=["soft", "warm"])
+def test_a_clean_shutdown_flushes_every_ack_and_releases_what_did_not_start(
+    runtime_factory: Any, remap: str
+) -> None:
+    """SIGTERM as ECS sends it, with tasks running and received-but-unstarted ones (prefetch
+    4 on one process): the running ones finish, every finished one is deleted, the rest is
+    visible again at once, and a second worker runs each remaining task once."""
+    runtime: Runtime = runtime_factory(tiers=SLOW_TIERS)
+    url = runtime.stack.queues["celery"]
+    sig = runtime.app.signature("amply.tests.sleep")
+    enqueue_many(sig, [(runtime.run, f"s{i}", 0.3) for i in range(30)])
+    env = {**runtime.env, "REMAP_SIGTERM": remap}
+    with run_worker(env, queues=["celery"], extra_args=["--prefetch-multiplier", "4"]) as worker:
+        runtime.wait_for("5 runs", lambda: len(runtime.runs()) >= 5)
+        worker.signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        assert worker.wait(30) is not None
+    exited = time.monotonic() - stopped_at
+    done = runtime.runs()
+    assert set(done.values()) == {1}
+    assert len(deleted_handles(runtime)) == len(done)  # every finished task's ack was sent
+    # What was received but not run is visible again within seconds.
+    remaining = 30 - len(done)
+    runtime.wait_for(
+        "the unstarted messages visible again",
+        lambda: counts(runtime, url) == (remaining, 0),
+        timeout=10,
+    )
+    back_after = time.monotonic() - stopped_at
+    print(f"\n{remap or 'warm'}: exited {exited:.1f}s after SIGTERM, {len(done)} done, "
+          f"{remaining} visible again {back_after:.1f}s after SIGTERM")  # fmt: skip
+    assert back_after < 10
+    with run_worker(runtime.env, queues=["celery"]):
+        runtime.wait_for("30 runs", lambda: len(runtime.runs()) == 30, timeout=60)
+        runtime.wait_for("an empty queue", lambda: runtime.depth(url) == 0)
+    assert set(runtime.runs().values()) == {1}  # no task ran twice
+
+
+def test_sigkill_reruns_at_most_the_buffered_acks(runtime_factory: Any) -> None:
+    runtime: Runtime = runtime_factory(
+        tiers=fast_tiers(visibilityTimeoutSeconds=4, softTimeLimitSeconds=2, timeLimitSeconds=3)
+    )
+    url = runtime.stack.queues["celery"]
+    sig = runtime.app.signature("amply.tests.record")
+    enqueue_many(sig, [(runtime.run, f"k{i}") for i in range(80)])
+    with run_worker(runtime.env, queues=["celery"], concurrency=2) as worker:
+        runtime.wait_for("30 runs", lambda: len(runtime.runs()) >= 30, timeout=60)
+        worker.kill()  # SIGKILL to the main process and its pool: nothing is flushed
+    with run_worker(runtime.env, queues=["celery"], concurrency=2):
+        runtime.wait_for("80 runs", lambda: len(runtime.runs()) == 80, timeout=90)
+        runtime.wait_for("an empty queue", lambda: runtime.depth(url) == 0, timeout=30)
+    runs = runtime.runs()
+    twice = sorted(k for k, n in runs.items() if n > 1)
+    print(f"\nSIGKILL after 30+ runs: {len(twice)} task(s) ran twice: {twice}")
+    assert max(runs.values()) <= 2
+    # at most the buffered acks (10 per queue), plus the tasks running at the kill (2)
+    assert len(twice) <= ACK_BATCH + 2
+
+
+@pytest.mark.parametrize(("seconds", "finishes"), [(2, True), (30, False)], ids=["short", "long"])
+def test_sigterm_gives_running_tasks_the_soft_shutdown_then_releases_them(
+    runtime_factory: Any, seconds: float, finishes: bool
+) -> None:
+    """ECS's SIGTERM (remapped to Celery's cold shutdown): a task that ends within the
+    soft-shutdown timeout (5 s here, 90 s in AWS) finishes and is deleted; one that would
+    not is cancelled and its message handed back; the worker exits well before ECS's
+    SIGKILL either way."""
+    runtime: Runtime = runtime_factory(tiers=SLOW_TIERS)
+    url = runtime.stack.queues["celery"]
+    runtime.app.send_task("amply.tests.sleep", args=[runtime.run, "t", seconds])
+    with run_worker(runtime.env, queues=["celery"]) as worker:
+        runtime.wait_for("the task to start", lambda: runtime.redis.hget(
+            f"amply-tests:{runtime.run}:started", "t"))  # fmt: skip
+        worker.signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        assert worker.wait(60) is not None
+    exited = time.monotonic() - stopped_at
+    print(f"\n{seconds}s task: worker exited {exited:.1f}s after SIGTERM")
+    assert exited < 5 + 10  # the soft-shutdown timeout, then the release and the exit
+    if finishes:
+        assert runtime.runs() == {"t": 1}
+        assert counts(runtime, url) == (0, 0)
+        assert len(deleted_handles(runtime)) == 1
+    else:
+        assert runtime.runs() == {}
+        # handed back at once, not after the 60 s visibility timeout nor kombu's 20 s requeue
+        runtime.wait_for("the message back", lambda: counts(runtime, url) == (1, 0), timeout=5)
+        back = time.monotonic() - stopped_at
+        print(f"cancelled task's message visible again {back:.1f}s after SIGTERM")
+
+
+def test_deletes_a_batch_refuses_are_retried_once(runtime: Runtime) -> None:
+    refused: set[str] = set()
+
+    def refuse(action: str, entry: dict[str, Any]) -> bool:
+        if action == "DeleteMessageBatch" and entry["ReceiptHandle"] not in refused:
+            refused.add(entry["ReceiptHandle"])
+            return True
+        return False
+
+    runtime.proxy.refuse = refuse
+    url = runtime.stack.queues["celery"]
+    sig = runtime.app.signature("amply.tests.record")
+    enqueue_many(sig, [(runtime.run, f"d{i}") for i in range(12)])
+    with run_worker(runtime.env, queues=["celery"], concurrency=2):
+        runtime.wait_for("12 runs", lambda: len(runtime.runs()) == 12)
+        runtime.wait_for("an empty queue", lambda: runtime.depth(url) == 0)
+    handles = deleted_handles(runtime)
+    assert len(refused) == 12 and len(handles) == 24  # each refused once, then deleted
+    assert set(runtime.runs().values()) == {1}
+
+
+def test_a_delete_refused_twice_is_logged_and_the_task_comes_back(runtime: Runtime) -> None:
+    """Never lost: an ack SQS keeps refusing is logged with its message id, and SQS delivers
+    the message again after its visibility timeout (at least once)."""
+    doomed: list[str] = []
+
+    def refuse(action: str, entry: dict[str, Any]) -> bool:
+        if action != "DeleteMessageBatch":
+            return False
+        if not doomed:
+            doomed.append(entry["ReceiptHandle"])
+        return entry["ReceiptHandle"] == doomed[0]
+
+    runtime.proxy.refuse = refuse
+    runtime.app.send_task("amply.tests.record", args=[runtime.run, "once"])
+    with run_worker(runtime.env, queues=["celery"]) as worker:
+        runtime.wait_for("a second run", lambda: runtime.runs().get("once") == 2, timeout=20)
+        runtime.wait_for(
+            "an empty queue", lambda: runtime.depth(runtime.stack.queues["celery"]) == 0
+        )
+        worker.wait_for_log(r"event=ack_delete_failed .*message_id=\S+ .*code=InternalError")

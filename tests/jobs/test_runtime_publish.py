@@ -1,0 +1,136 @@
+"""Publishing on a real SQS endpoint (the moto server behind a counting proxy): routing by
+task name, the size guard, and bulk enqueue's messages against those of ``apply_async``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from jobs.bulk import enqueue_many
+from jobs.errors import BulkEnqueueError, PayloadTooLarge
+from jobs.transport import SQS_MAX_BYTES
+from tests.support.runtime import Runtime, decode_body, runtime, runtime_factory, task_body
+
+__all__ = ["runtime", "runtime_factory"]
+
+pytestmark = pytest.mark.integration
+
+PRODUCTION = {
+    "amply.jobs.webhooks.dispatch_webhook": ("high", ["ep-1", {"type": "donation.created"}]),
+    "amply.jobs.checkpoints.generate_checkpoint": ("celery", []),
+    "amply.jobs.reports.generate_monthly_report": ("low", ["org-1", "2026-10"]),
+}
+
+
+def test_send_task_by_name_reaches_the_tier_queue(runtime: Runtime) -> None:
+    """A producer that has only the names (no task code) reaches each task's tier."""
+    sent = {name: runtime.app.send_task(name, args=args).id
+            for name, (_, args) in PRODUCTION.items()}  # fmt: skip
+    for name, (tier, args) in PRODUCTION.items():
+        (msg,) = runtime.receive_all(runtime.stack.queues[tier], expect=1)
+        envelope = decode_body(msg["Body"])
+        assert envelope["headers"]["task"] == name
+        assert envelope["headers"]["id"] == sent[name]
+        assert task_body(envelope)[0] == args
+    # and nothing went anywhere else
+    assert all(runtime.depth(url) == 1 for url in runtime.stack.queues.values())
+    assert runtime.depth(runtime.stack.dlq_url) == 0
+
+
+def test_an_oversize_payload_raises_before_any_request(runtime: Runtime) -> None:
+    big = "x" * 200_000  # about 356 KB once kombu has base64-encoded it twice
+    with pytest.raises(PayloadTooLarge) as info:
+        runtime.app.send_task("amply.tests.record", args=[runtime.run, "big", big])
+    error = info.value
+    assert error.task == "amply.tests.record"
+    assert error.size > SQS_MAX_BYTES and error.limit == SQS_MAX_BYTES
+    assert "amply.tests.record" in str(error) and f"{error.size:,}" in str(error)
+    assert "262,144" in str(error)
+    assert runtime.proxy.actions() == []  # nothing reached the emulator
+
+    # Just under the limit is sent: the guard measures, it does not guess.
+    runtime.app.send_task("amply.tests.record", args=[runtime.run, "ok", "x" * 140_000])
+    (send,) = runtime.proxy.actions("SendMessage")
+    assert 200_000 < len(send.params["MessageBody"]) <= SQS_MAX_BYTES
+
+
+def test_bulk_with_one_oversize_payload_sends_nothing(runtime: Runtime) -> None:
+    sig = runtime.app.signature("amply.tests.record")
+    calls = [(runtime.run, str(i)) for i in range(25)] + [(runtime.run, "big", "x" * 200_000)]
+    with pytest.raises(PayloadTooLarge):
+        enqueue_many(sig, calls)
+    assert runtime.proxy.actions() == []
+
+
+def test_bulk_messages_are_those_of_apply_async(runtime: Runtime) -> None:
+    sig = runtime.app.signature("amply.tests.record")
+    args = (runtime.run, "same", {"n": 1, "s": "é"})
+    # The same signature's own apply_async (what .delay() is): whether the test task is
+    # registered in this process or not, both paths resolve it the same way.
+    single = sig.apply_async(args, queue="low").id
+    (bulk,) = enqueue_many(sig, [args], queue="low")
+    messages = runtime.receive_all(runtime.stack.queues["low"], expect=2)
+    by_id = {decode_body(m["Body"])["headers"]["id"]: decode_body(m["Body"]) for m in messages}
+    one, many = by_id[single], by_id[bulk]
+    assert task_body(one) == task_body(many)
+    varying = {"id", "root_id", "argsrepr", "kwargsrepr", "origin"}
+    assert {k: v for k, v in one["headers"].items() if k not in varying} == {
+        k: v for k, v in many["headers"].items() if k not in varying
+    }
+    assert one.keys() == many.keys()
+    assert one["properties"].keys() == many["properties"].keys()
+    assert (one["content-type"], one["content-encoding"]) == ("application/json", "utf-8")
+    assert (many["content-type"], many["content-encoding"]) == ("application/json", "utf-8")
+    assert len(runtime.proxy.actions("SendMessage")) == 1
+    assert len(runtime.proxy.actions("SendMessageBatch")) == 1
+
+
+def _task_id(entry: dict[str, Any]) -> str:
+    return str(decode_body(entry["MessageBody"])["headers"]["id"])
+
+
+def test_bulk_retries_entries_sqs_refuses_once(runtime: Runtime) -> None:
+    refused_once: set[str] = set()
+
+    def refuse(action: str, entry: dict[str, Any]) -> bool:
+        if action != "SendMessageBatch":
+            return False
+        tid = _task_id(entry)
+        if entry["Id"] in ("3", "7") and tid not in refused_once:
+            refused_once.add(tid)
+            return True
+        return False
+
+    runtime.proxy.refuse = refuse
+    sig = runtime.app.signature("amply.tests.record")
+    ids = enqueue_many(sig, [(runtime.run, str(i)) for i in range(25)])
+    assert len(refused_once) == 5  # entries 3 and 7 of batches of 10, 10 and 5, once
+    received = runtime.receive_all(runtime.stack.queues["celery"], expect=25)
+    got = [decode_body(m["Body"])["headers"]["id"] for m in received]
+    assert sorted(got) == sorted(ids)  # all there, each once
+    assert len(runtime.proxy.actions("SendMessageBatch")) == 3 + 3  # a retry per batch
+
+
+def test_bulk_raises_with_the_task_ids_sqs_keeps_refusing(runtime: Runtime) -> None:
+    doomed: set[str] = set()
+
+    def refuse(action: str, entry: dict[str, Any]) -> bool:
+        if action != "SendMessageBatch":
+            return False
+        if entry["Id"] == "4" and not doomed:
+            doomed.add(_task_id(entry))
+        return _task_id(entry) in doomed
+
+    runtime.proxy.refuse = refuse
+    sig = runtime.app.signature("amply.tests.record")
+    with pytest.raises(BulkEnqueueError) as info:
+        enqueue_many(sig, [(runtime.run, str(i)) for i in range(12)])
+    error = info.value
+    assert [tid for tid, _ in error.failed] == sorted(doomed) and len(doomed) == 1
+    assert error.failed[0][1] == "InternalError"
+    assert error.sent == 11
+    assert next(iter(doomed)) in str(error)
+    received = runtime.receive_all(runtime.stack.queues["celery"], expect=11)
+    got = {decode_body(m["Body"])["headers"]["id"] for m in received}
+    assert len(got) == 11 and not got & doomed  # the others were all sent, the refused not

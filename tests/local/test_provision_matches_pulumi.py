@@ -1,0 +1,100 @@
+"""What ``amply-jobs provision`` creates on a real endpoint equals what the Pulumi program
+declares for the same stack (run under Pulumi's mocks by the offline plan)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from infra.plan import build
+from tests.local.conftest import MakeStackDir
+from tests.local.helpers import amply_jobs
+
+# Pulumi's aws.sqs.Queue argument -> the SQS attribute it sets.
+PULUMI_TO_SQS = {
+    "visibilityTimeoutSeconds": "VisibilityTimeout",
+    "messageRetentionSeconds": "MessageRetentionPeriod",
+    "maxMessageSize": "MaximumMessageSize",
+    "receiveWaitTimeSeconds": "ReceiveMessageWaitTimeSeconds",
+    "delaySeconds": "DelaySeconds",
+    "sqsManagedSseEnabled": "SqsManagedSseEnabled",
+}
+# Not queue attributes: the name is how the queue is found, tags are not provisioned locally.
+NOT_ATTRIBUTES = {"name", "tags", "redrivePolicy"}
+
+
+def sqs_value(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def arn_name(arn: str) -> str:
+    # Accounts differ (mocks 123456789012, LocalStack 000000000000): compare queue names.
+    return arn.rsplit(":", 1)[-1]
+
+
+def test_provisioned_attributes_equal_the_pulumi_program(
+    sqs: Any, sqs_endpoint: str, stack_dir: MakeStackDir
+) -> None:
+    root, prefix = stack_dir()
+    plan = build("dev", root)
+    declared = {r["name"]: r["inputs"] for r in plan["resources"]
+                if r["type"] == "aws:sqs/queue:Queue"}  # fmt: skip
+    assert sorted(declared) == sorted(
+        f"{prefix}-{q}" for q in ("celery", "celery-dlq", "celery-high", "celery-low")
+    )
+    out = amply_jobs("provision", "--stack-dir", str(root), "--endpoint", sqs_endpoint)
+    assert out.returncode == 0, out.stderr
+
+    for name, inputs in declared.items():
+        unknown = set(inputs) - set(PULUMI_TO_SQS) - NOT_ATTRIBUTES
+        assert not unknown, f"the program sets {unknown} on {name}; provision must too"
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        got = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        for arg, attr in PULUMI_TO_SQS.items():
+            if arg in inputs:
+                assert got.get(attr) == sqs_value(inputs[arg]), (name, attr)
+        if "redrivePolicy" in inputs:
+            want, have = inputs["redrivePolicy"], json.loads(got["RedrivePolicy"])
+            assert int(have["maxReceiveCount"]) == want["maxReceiveCount"], name
+            assert arn_name(have["deadLetterTargetArn"]) == arn_name(want["deadLetterTargetArn"])
+        else:
+            assert "RedrivePolicy" not in got, name
+
+    [allow] = [r["inputs"] for r in plan["resources"]
+               if r["type"] == "aws:sqs/redriveAllowPolicy:RedriveAllowPolicy"]  # fmt: skip
+    dlq_url = sqs.get_queue_url(QueueName=f"{prefix}-celery-dlq")["QueueUrl"]
+    dlq = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["All"])["Attributes"]
+    if "RedriveAllowPolicy" in dlq:  # the moto server does not keep it (provision reports that)
+        want, have = allow["redriveAllowPolicy"], json.loads(dlq["RedriveAllowPolicy"])
+        assert have["redrivePermission"] == want["redrivePermission"]
+        assert sorted(map(arn_name, have["sourceQueueArns"])) == sorted(
+            map(arn_name, want["sourceQueueArns"])
+        )
+    else:
+        assert "not kept by this endpoint: RedriveAllowPolicy" in out.stdout
+
+
+def test_status_evaluates_the_alarms_the_pulumi_program_defines() -> None:
+    from infra.alarms import alarm_specs
+    from infra.settings import load_stack
+    from jobs.local.status import QueueRow, Snapshot, evaluate_alarms
+
+    for stack in ("dev", "prod"):
+        settings = load_stack(stack)
+        names = [settings.queue_name(t) for t in settings.tiers] + [settings.dlq_name]
+        tiers = [t.name for t in settings.tiers] + ["dlq"]
+        # Every queue exactly at its threshold: "greater than" does not fire, ">=" does.
+        at = settings.alarms.depth_threshold
+        snap = Snapshot(tuple(
+            QueueRow(tier, name, "", at if tier != "dlq" else settings.alarms.dlq_threshold,
+                     0, 0, float(settings.alarms.age_threshold), None)
+            for tier, name in zip(tiers, names, strict=True)
+        ))  # fmt: skip
+        ours = evaluate_alarms(settings, snap)
+        specs = alarm_specs(settings)
+        assert [a.name for a in ours] == [s.name for s in specs]
+        for a, spec in zip(ours, specs, strict=True):
+            assert f" {spec.threshold}" in a.threshold, (a, spec)
+            assert f"for {spec.periods}x{spec.period}s" in a.threshold, (a, spec)
+            fires_at_threshold = spec.comparison == "GreaterThanOrEqualToThreshold"
+            assert a.firing is fires_at_threshold, (a, spec)

@@ -1,0 +1,107 @@
+"""Fixtures: a real SQS endpoint (the moto server as a child process, or LocalStack when
+``AMPLY_TEST_SQS_ENDPOINT`` names one) and per-test queues provisioned from test settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from infra.settings import StackSettings, from_mapping
+from jobs.local.emulator import FAKE_CREDENTIALS, ProcessEmulator
+from jobs.local.provision import Provisioned, provision
+
+REGION = "eu-west-1"
+
+
+def trial_settings(prefix: str, **overrides: Any) -> StackSettings:
+    """Settings shaped like the real stacks, with short timeouts so that redelivery and
+    dead-lettering happen within seconds. ``overrides`` replace top-level keys."""
+    tier = {"visibilityTimeoutSeconds": 6, "softTimeLimitSeconds": 3, "timeLimitSeconds": 4,
+            "maxReceiveCount": 5, "receiveWaitTimeSeconds": 1}  # fmt: skip
+    config: dict[str, Any] = {
+        "namePrefix": prefix,
+        "timeLimitMarginSeconds": 1,
+        "tiers": [
+            {"name": "high", "queue": "celery-high", **tier},
+            {"name": "celery", "queue": "celery", **tier},
+            {"name": "low", "queue": "celery-low", **tier},
+        ],
+        "dlq": {"queue": "celery-dlq"},
+        "workerGroups": [
+            {"name": "high", "queues": ["high", "celery"], "concurrency": 4},
+            {"name": "low", "queues": ["low"], "concurrency": 2},
+        ],
+    }
+    config.update(overrides)
+    doc = {"config": {"aws:region": REGION, **{f"amply-jobs:{k}": v for k, v in config.items()}}}
+    return from_mapping(doc, "test")
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    for k, v in FAKE_CREDENTIALS.items():
+        os.environ.setdefault(k, v)
+    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+    external = os.environ.get("AMPLY_TEST_SQS_ENDPOINT")
+    if external:
+        yield external
+        return
+    emulator = ProcessEmulator().start()
+    try:
+        yield emulator.endpoint
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def sqs(sqs_endpoint: str) -> Any:
+    return boto3.client("sqs", endpoint_url=sqs_endpoint, region_name=REGION)
+
+
+class Stack:
+    """Queues provisioned for one test, and the environment contract that points at them."""
+
+    def __init__(self, settings: StackSettings, provisioned: Provisioned, endpoint: str) -> None:
+        self.settings = settings
+        self.provisioned = provisioned
+        self.endpoint = endpoint
+
+    @property
+    def queues(self) -> dict[str, str]:
+        return self.provisioned.queues
+
+    @property
+    def dlq_url(self) -> str:
+        return self.provisioned.dlq_url
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The infra/runtime contract (DESIGN.md) for these queues."""
+        return {
+            **FAKE_CREDENTIALS,
+            "AMPLY_QUEUES": json.dumps(self.queues),
+            "AMPLY_DLQ": self.dlq_url,
+            "AMPLY_SQS_ENDPOINT": self.endpoint,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AMPLY_ENV": self.settings.stack,
+            "AMPLY_TIERS": json.dumps(self.settings.runtime_tiers()),
+            **extra,
+        }
+
+
+@pytest.fixture
+def make_stack(sqs: Any, sqs_endpoint: str) -> Callable[..., Stack]:
+    """Provision a fresh set of queues (unique prefix) from test settings."""
+
+    def make(**overrides: Any) -> Stack:
+        prefix = "t" + uuid.uuid4().hex[:10]
+        settings = trial_settings(prefix, **overrides)
+        return Stack(settings, provision(settings, sqs), sqs_endpoint)
+
+    return make

@@ -1,0 +1,151 @@
+"""``dispatch_webhook`` end to end: sent by name to the ``high`` queue of the SQS emulator, run
+by a real prefork ``celery worker`` with the environment contract, delivering to a real HTTPS
+receiver on loopback whose CA reaches the worker through ``AMPLY_WEBHOOK_CA_BUNDLE``."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from jobs.celery_app import make_app
+from jobs.dlq import decode_body
+from jobs.endpoints import endpoint_key, register
+from jobs.webhooks import MAX_RETRIES, delivery_key
+from tests.support.workers import run_worker
+from tests.webhooks.conftest import SECRET, Tls
+from tests.webhooks.receiver import Receiver
+
+pytestmark = pytest.mark.integration
+
+WEBHOOK = "amply.jobs.webhooks.dispatch_webhook"
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 40.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.1)
+    return value
+
+
+def record(client: redis.Redis, task_id: str) -> dict[str, Any] | None:
+    raw = client.get(delivery_key(task_id))
+    return None if raw is None else json.loads(raw)
+
+
+def recorded(client: redis.Redis, task_id: str) -> Callable[[], dict[str, Any] | None]:
+    return lambda: record(client, task_id)
+
+
+def requests_to(receiver: Receiver, path: str) -> list[str]:
+    """Delivery ids of the requests ``path`` received."""
+    return [r.headers["amply-delivery-id"] for r in list(receiver.received) if r.path == path]
+
+
+def test_each_outcome_through_a_real_worker(
+    make_stack: Callable[..., Any],
+    redis_client: redis.Redis,
+    redis_url: str,
+    receiver: Receiver,
+    tls: Tls,
+    tmp_path: Path,
+) -> None:
+    routes = {"ep-ok": "/ok", "ep-gone": "/status/410", "ep-bad": "/status/400",
+              "ep-flaky": "/status/503", "ep-big": "/big/200", "ep-hang": "/hang"}  # fmt: skip
+    for endpoint_id, path in routes.items():
+        register(redis_client, endpoint_id, receiver.url(path), SECRET, local=True)
+    # A partner's entry (not local) pointing at loopback: must be refused, not sent.
+    register(redis_client, "ep-ssrf", receiver.url("/status/200"), SECRET)
+
+    env = make_stack().env(AMPLY_REDIS_URL=redis_url, AMPLY_WEBHOOK_CA_BUNDLE=tls.ca_bundle)
+    producer = make_app(env, set_as_current=False)
+    event = {"id": "evt_w1", "type": "donation.recorded", "amount_minor": 700, "currency": "EUR"}
+
+    def send(endpoint_id: str, task_id: str | None = None) -> str:
+        return str(producer.send_task(WEBHOOK, args=[endpoint_id, event], task_id=task_id).id)
+
+    with run_worker(env, queues=("high",), concurrency=2, include=(), log_dir=tmp_path) as worker:
+        ok = send("ep-ok")
+        ids = {name: send(name) for name in ("ep-gone", "ep-bad", "ep-ssrf", "ep-big")}
+        flaky, hang = send("ep-flaky"), send("ep-hang")
+        for task_id in (ok, *ids.values()):
+            wait_for(recorded(redis_client, task_id), f"the record of {task_id}")
+        send("ep-ok", task_id=ok)  # the same task delivered again, as SQS may
+        # 503: retried with an SQS delay, same delivery id, until it runs out of retries.
+        wait_for(lambda: len(requests_to(receiver, "/status/503")) >= 2, "a retried delivery")
+        worker.wait_for_log(rf"task_retry task={WEBHOOK} task_id={flaky} .*delay_seconds=\d+")
+        # A receiver that never answers: the delivery times out inside the tier's soft time
+        # limit and is retried; the worker goes on with other deliveries meanwhile.
+        worker.wait_for_log(rf"webhook_retryable_failure .*delivery_id={hang} .*curl error 28")
+        after = send("ep-ok")
+        wait_for(lambda: record(redis_client, after), "a delivery sent after the hanging one")
+        worker.wait_for_log(rf"Task {WEBHOOK}\[{ok}\] succeeded", count=2)
+        log = worker.log()
+
+    assert requests_to(receiver, "/ok") == [ok, after]  # the redelivery of `ok` sent nothing
+    assert all(r.verified for r in receiver.received), "a signature failed the documented check"
+    assert record(redis_client, ok)["outcome"] == "delivered"  # type: ignore[index]
+    assert record(redis_client, ids["ep-gone"])["outcome"] == "gone"  # type: ignore[index]
+    assert redis_client.hget(endpoint_key("ep-gone"), "active") == b"0"
+    assert record(redis_client, ids["ep-bad"])["status"] == 400  # type: ignore[index]
+    big = record(redis_client, ids["ep-big"])
+    assert big is not None and (big["outcome"], big["truncated"]) == ("delivered", True)
+    assert record(redis_client, ids["ep-ssrf"])["outcome"] == "refused"  # type: ignore[index]
+    assert requests_to(receiver, "/status/200") == []
+    assert set(requests_to(receiver, "/status/503")) == {flaky}
+    # Permanent failures end the task: no retry of them, ever.
+    for task_id in (ids["ep-bad"], ids["ep-ssrf"], ids["ep-gone"]):
+        assert re.search(rf"Task {WEBHOOK}\[{task_id}\] succeeded", log)
+        assert not re.search(rf"task_retry task={WEBHOOK} task_id={task_id}", log)
+    for form in (SECRET.decode(), SECRET.hex()):
+        assert form not in log
+
+
+def test_a_delivery_out_of_retries_is_dead_lettered(
+    make_stack: Callable[..., Any],
+    redis_client: redis.Redis,
+    redis_url: str,
+    receiver: Receiver,
+    tls: Tls,
+    sqs: Any,
+    tmp_path: Path,
+) -> None:
+    tier = {"visibilityTimeoutSeconds": 4, "softTimeLimitSeconds": 2, "timeLimitSeconds": 3,
+            "maxReceiveCount": 2, "receiveWaitTimeSeconds": 1}  # fmt: skip
+    stack = make_stack(tiers=[
+        {"name": "high", "queue": "celery-high", **tier},
+        {"name": "celery", "queue": "celery", **tier},
+        {"name": "low", "queue": "celery-low", **tier},
+    ])  # fmt: skip
+    env = stack.env(AMPLY_REDIS_URL=redis_url, AMPLY_WEBHOOK_CA_BUNDLE=tls.ca_bundle)
+    register(redis_client, "ep-down", receiver.url("/status/500"), SECRET, local=True)
+    producer = make_app(env, set_as_current=False)
+    task_id = str(uuid.uuid4())
+
+    with run_worker(env, queues=("high",), concurrency=1, include=(), log_dir=tmp_path) as worker:
+        # As the last retry arrives: its failure propagates, the message is rejected and,
+        # after maxReceiveCount receives, SQS moves it to the DLQ.
+        producer.send_task(WEBHOOK, args=["ep-down", {"id": "evt_d"}], task_id=task_id,
+                           retries=MAX_RETRIES)  # fmt: skip
+
+        def dead_lettered() -> list[dict[str, Any]]:
+            got = sqs.receive_message(QueueUrl=stack.dlq_url, WaitTimeSeconds=1,
+                                      VisibilityTimeout=30)  # fmt: skip
+            return list(got.get("Messages", []))
+
+        [message] = wait_for(dead_lettered, "the message in the DLQ", timeout=60)
+        worker.wait_for_log(rf"task_retries_exhausted task={WEBHOOK} task_id={task_id}")
+
+    decoded = decode_body(message["Body"])
+    assert (decoded.task, decoded.task_id, decoded.retries) == (WEBHOOK, task_id, MAX_RETRIES)
+    assert requests_to(receiver, "/status/500") == [task_id, task_id]  # one per receive
+    assert record(redis_client, task_id) is None
