@@ -1,0 +1,202 @@
+"""Consume: N no-op tasks through one worker group, side by side on one endpoint:
+
+* ``raw boto3``: one thread that only receives 10 (long polling) and deletes them with
+  DeleteMessageBatch: the floor SQS allows a consumer;
+* ``stock Celery``: kombu's own SQS transport with today's configuration (the prod group
+  ``high``: ``-Q high,celery -c 4``, prefork, prefetch multiplier 1, long polling 20 s);
+* ``project``: the same group on the project's app and transport (jobs/transport.py);
+  ``project, batch acks off``: the same with ``AMPLY_SQS_BATCH_ACKS=0`` (one DeleteMessage
+  per acknowledgement, as stock kombu), to show what the batching alone is worth.
+
+Each consumer is started and idle first; then the clock starts, the N tasks are enqueued with
+``enqueue_many`` and the clock stops when the endpoint has seen N deletions. Requests are
+everything the endpoint saw in between, sends included. Goals: at most 1.3 requests per task
+(issue 7); for the project, at most 0.4 requests per task and at least 2x stock's tasks/s
+(issue 8).
+
+    python -m bench.consume [--quick] [-n N]
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bench.common import (
+    DELETE_ACTIONS,
+    PROJECT_APP,
+    SEND_ACTIONS,
+    STOCK_APP,
+    BenchError,
+    Endpoint,
+    Stack,
+    action_counts,
+    deleted,
+    emit,
+    endpoint,
+    entries,
+    make_stack,
+    prod_settings,
+    producer,
+    short_actions,
+    table,
+    wait_until,
+    workers,
+)
+from bench.tasks import NOOP
+from jobs.bulk import enqueue_many
+from tests.support.proxy import Recorded
+
+GOAL_REQUESTS_PER_TASK = 1.3  # issue 7
+GOAL_PROJECT_REQUESTS_PER_TASK = 0.4  # issue 8
+GOAL_PROJECT_SPEEDUP = 2.0  # issue 8: project tasks/s over stock's
+GROUP = "high"  # today's group: -Q high,celery -c 4
+CONTENDERS = ("raw boto3", "stock Celery", "project, batch acks off", "project")
+BATCH_OFF = {"AMPLY_SQS_BATCH_ACKS": "0"}  # docs/contract.md: the switch of issue 8
+
+
+def raw_loop(client: Any, url: str, n: int, stop: threading.Event) -> None:
+    """Receive 10 and delete them in one batch until ``n`` are deleted."""
+    done = 0
+    while done < n and not stop.is_set():
+        resp = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=20)
+        msgs = resp.get("Messages", [])
+        if msgs:
+            client.delete_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)
+            ])  # fmt: skip
+            done += len(msgs)
+
+
+def _timed(ep: Endpoint, stack: Stack, n: int, timeout: float) -> dict[str, Any]:
+    """Enqueue ``n`` no-ops on ``celery`` and wait for ``n`` deletions; the figures."""
+    task = producer(stack).tasks[NOOP]
+    ep.proxy.clear()
+    start = time.monotonic()  # the proxy's clock
+    enqueue_many(task, [() for _ in range(n)])
+
+    def all_deleted() -> bool:
+        return deleted(ep.proxy.actions()) >= n
+
+    wait_until(f"{n} deletions at the endpoint", all_deleted, timeout, every=0.05)
+    timed = ep.proxy.timed()
+    records = [r for _, r in timed]
+    seconds = _nth_deletion_at(timed, n) - start
+    counts = action_counts(records)
+    total = sum(counts.values())
+    consume = sum(c for a, c in counts.items() if a not in SEND_ACTIONS)
+    return {
+        "tasks": n,
+        "seconds": round(seconds, 3),
+        "tasks_per_s": round(n / seconds, 1),
+        "requests": total,
+        "requests_per_task": round(total / n, 4),
+        "consume_requests_per_task": round(consume / n, 4),
+        "deleted": deleted(records),
+        "by_action": dict(counts),
+    }
+
+
+def _nth_deletion_at(timed: list[tuple[float, Recorded]], n: int) -> float:
+    """When the request that completed the ``n``-th deletion reached the endpoint."""
+    done = 0
+    for at, record in timed:
+        if record.action in DELETE_ACTIONS:
+            done += entries(record)
+            if done >= n:
+                return at
+    raise BenchError(f"fewer than {n} deletions at the endpoint")
+
+
+def measure(ep: Endpoint, n: int, log_dir: Path, timeout: float) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    for label in CONTENDERS:
+        stack = make_stack(ep, prod_settings(f"bench-c{CONTENDERS.index(label)}"))
+        if label == "raw boto3":
+            stop = threading.Event()
+            client = ep.client(counted=True)
+            thread = threading.Thread(target=raw_loop, daemon=True,
+                                      args=(client, stack.queues["celery"], n, stop))  # fmt: skip
+            thread.start()
+            try:
+                rows[label] = _timed(ep, stack, n, timeout)
+            finally:
+                stop.set()
+            continue
+        app = STOCK_APP if label == "stock Celery" else PROJECT_APP
+        env = {**stack.env(), **(BATCH_OFF if "off" in label else {})}
+        spec = (f"c{CONTENDERS.index(label)}", app, stack.group(GROUP), env)
+        with workers([spec], log_dir):
+            rows[label] = _timed(ep, stack, n, timeout)
+        if rows[label]["deleted"] != n:
+            raise BenchError(f"{label}: {rows[label]['deleted']} deletions for {n} tasks")
+    return rows
+
+
+def summarize(rows: dict[str, Any]) -> dict[str, Any]:
+    stock, project, raw = rows["stock Celery"], rows["project"], rows["raw boto3"]
+    speedup = project["tasks_per_s"] / stock["tasks_per_s"]
+    return {
+        "project_over_stock": round(speedup, 2),
+        "raw_over_stock": round(raw["tasks_per_s"] / stock["tasks_per_s"], 2),
+        "raw_over_project": round(raw["tasks_per_s"] / project["tasks_per_s"], 2),
+        "goals": {
+            "requests_per_task_at_most_1.3": project["requests_per_task"] <= GOAL_REQUESTS_PER_TASK,
+            "project_requests_per_task_at_most_0.4": project["requests_per_task"]
+            <= GOAL_PROJECT_REQUESTS_PER_TASK,
+            "project_at_least_2x_stock": speedup >= GOAL_PROJECT_SPEEDUP,
+        },
+    }
+
+
+def run(n: int, timeout: float | None = None) -> dict[str, Any]:
+    # Stock Celery consumes about 4 tasks/s here (concurrency / polling_interval): a second
+    # per task is room for a loaded machine.
+    timeout = timeout or 60.0 + n
+    with tempfile.TemporaryDirectory(prefix="amply-bench-") as tmp, endpoint() as ep:
+        rows = measure(ep, n, Path(tmp), timeout)
+    summary = summarize(rows)
+    stock_tps = rows["stock Celery"]["tasks_per_s"]
+    t = table(
+        f"Consume {n:,} no-op tasks: one group (prefork, -c 4, -Q high,celery) vs a raw loop",
+        ["consumer", "tasks/s", "x stock", "req/task", "req/task w/o sends", "requests by action"],
+        [
+            [label, r["tasks_per_s"], f"{r['tasks_per_s'] / stock_tps:.2f}x",
+             r["requests_per_task"], r["consume_requests_per_task"],
+             short_actions(r["by_action"])]
+            for label, r in rows.items()
+        ],
+    )  # fmt: skip
+    g = summary["goals"]
+    goals = table(
+        "Goals",
+        ["goal", "measured", "met"],
+        [
+            ["project <= 1.3 requests/task (issue 7)", rows["project"]["requests_per_task"],
+             g["requests_per_task_at_most_1.3"]],
+            ["project <= 0.4 requests/task (issue 8)", rows["project"]["requests_per_task"],
+             g["project_requests_per_task_at_most_0.4"]],
+            ["project >= 2x stock tasks/s (issue 8)", f"{summary['project_over_stock']}x",
+             g["project_at_least_2x_stock"]],
+        ],
+    )  # fmt: skip
+    result = {"n": n, "consumers": rows, **summary}
+    emit("consume", [t, goals], result)
+    return result
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="Fewer tasks (for make bench-quick).")
+@click.option("-n", "n", type=click.IntRange(min=10), default=None,
+              help="Tasks per consumer (default 1,000; 100 with --quick).")  # fmt: skip
+def main(quick: bool, n: int | None) -> None:
+    run(n or (100 if quick else 1000))
+
+
+if __name__ == "__main__":
+    main()
