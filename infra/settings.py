@@ -293,6 +293,8 @@ class _Reader:
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.defaulted: set[str] = set()
+        """Keys the file leaves unset (absent or null), which therefore hold their default."""
 
     def bad(self, key: str, value: Any, rule: str) -> None:
         self.problems.append(Problem(key, value, rule))
@@ -318,6 +320,7 @@ class _Reader:
             if default is _MISSING:
                 self.bad(key, raw, "is required")
                 return 0
+            self.defaulted.add(key)
             return int(default)
         if isinstance(raw, bool) or not isinstance(raw, int):
             self.bad(key, raw, "must be a whole number")
@@ -329,6 +332,7 @@ class _Reader:
 
     def number(self, key: str, raw: Any, default: float, lo_exclusive: float = 0.0) -> float:
         if raw is None:
+            self.defaulted.add(key)
             return default
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             self.bad(key, raw, "must be a number")
@@ -356,6 +360,7 @@ class _Reader:
             if default is _MISSING:
                 self.bad(key, raw, "is required")
                 return ""
+            self.defaulted.add(key)
             return str(default)
         if not isinstance(raw, str):
             self.bad(key, raw, "must be a string")
@@ -608,7 +613,11 @@ def _check_invariants(r: _Reader, s: StackSettings) -> None:
 
     def bad(key: str, value: Any, rule: str, *involved: str) -> None:
         if key not in reported and reported.isdisjoint(involved):
-            r.bad(key, value, rule)
+            if key in r.defaulted:
+                # Quote what the file holds (nothing), and say where the value came from.
+                r.bad(key, None, f"is unset, so it takes the default {value}: {rule}; set it")
+            else:
+                r.bad(key, value, rule)
 
     seen: dict[str, int] = {}
     queues: dict[str, int] = {}

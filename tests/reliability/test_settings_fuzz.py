@@ -678,3 +678,22 @@ def test_non_finite_numbers_are_refused() -> None:
     with pytest.raises(SettingsError) as caught:
         from_mapping(doc, STACK)
     assert caught.value.keys == ["workerGroups[0].scaling.target"]
+
+
+@pytest.mark.parametrize("unset", ["null", "absent"])
+def test_an_unset_key_that_breaks_a_rule_is_quoted_as_unset_with_its_default(unset: str) -> None:
+    # Found by CI's draw: softTimeLimitSeconds: null on the high tier (time limit 540) was
+    # reported as "= 1500", a value the file does not hold.
+    doc = copy.deepcopy(BASE)
+    tier = doc["config"][NS + "tiers"][0]
+    if unset == "null":
+        tier["softTimeLimitSeconds"] = None
+    else:
+        del tier["softTimeLimitSeconds"]
+    with pytest.raises(SettingsError) as caught:
+        from_mapping(doc, STACK)
+    assert [str(p) for p in caught.value.problems] == [
+        "tiers[0].softTimeLimitSeconds = null: is unset, so it takes the default 1500: "
+        "must be below timeLimitSeconds (540); set it"
+    ]
+    assert not misquoted(doc, caught.value)
