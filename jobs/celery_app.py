@@ -15,13 +15,16 @@ reads when it is imported, so the image or task definition sets it, not this mod
 makes SIGTERM Celery's *cold* shutdown with a *soft* phase: the consumer stops, running tasks
 get ``worker_soft_shutdown_timeout`` (90 s by default) to finish, then whatever still runs is
 cancelled and its message released for another worker, and the worker exits inside the stop
-timeout. An idle worker does not wait (``worker_enable_soft_shutdown_on_idle`` False).
+timeout. An idle worker does not wait (``worker_enable_soft_shutdown_on_idle`` False), and
+the phase ends with the last running task: :class:`AmplyCelery` gives ``celery worker`` the
+worker class of jobs/worker.py, whose soft phase keeps the event loop (and the acks) going.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlparse
 
@@ -36,6 +39,13 @@ from jobs.routes import ROUTES
 TASK_MODULES = ["jobs.webhooks", "jobs.checkpoints", "jobs.reports"]
 
 log = get_logger("amply.jobs.celery_app")
+
+
+class AmplyCelery(Celery):
+    @cached_property
+    def Worker(self) -> Any:
+        # `celery worker` builds this class: its soft shutdown keeps the event loop running.
+        return self.subclass_with_self("jobs.worker:Worker")
 
 
 class AmplyTask(Task):
@@ -116,7 +126,9 @@ def settings_from_environment(environ: dict[str, str] | None = None) -> dict[str
 def make_app(environ: dict[str, str] | None = None, *, set_as_current: bool = True) -> Celery:
     """An app for the contract in ``environ`` (``os.environ`` when None). The module's
     ``app`` is the one the workers and producers use; tests make one per stack."""
-    made = Celery("amply", include=TASK_MODULES, task_cls=AmplyTask, set_as_current=set_as_current)
+    made = AmplyCelery(
+        "amply", include=TASK_MODULES, task_cls=AmplyTask, set_as_current=set_as_current
+    )
     # The container health check reads the heartbeat this step writes (jobs/heartbeat.py).
     made.steps["consumer"].add(Heartbeat)
     # Lazy: evaluated on the first access to app.conf, so importing needs no contract.

@@ -10,11 +10,22 @@
 
 from __future__ import annotations
 
+import sys
+import time
+from functools import partial
 from typing import Any
 
+from billiard.common import REMAP_SIGTERM
+from billiard.process import current_process
+from celery import platforms, signals
+from celery.apps import worker as celery_worker
+from celery.platforms import EX_FAILURE
 from celery.utils.log import get_logger as celery_logger
+from celery.utils.log import in_sighandler
+from celery.worker import state
 from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.request import Request
+from kombu.common import ignore_errors
 
 from jobs.logging import get_logger
 
@@ -62,3 +73,101 @@ class TieredRequest(Request):
     def time_limits(self, value: Any) -> None:
         hard, soft = value
         self._amply_header_limits = (hard, soft)
+
+
+# --------------------------------------------------------------------------------------------
+# Soft shutdown with the event loop running
+# --------------------------------------------------------------------------------------------
+
+SOFT_SHUTDOWN_TICK_SECONDS = 0.1
+
+
+class SoftShutdown:
+    """Celery's cold shutdown with a soft phase, minus the sleep in the signal handler.
+
+    Celery 5.7 sleeps ``worker_soft_shutdown_timeout`` inside the SIGQUIT handler (SIGTERM
+    with ``REMAP_SIGTERM=SIGQUIT``, as ECS stops the workers). The worker's event loop is
+    blocked meanwhile, so a task that ends during the sleep is not acknowledged; after the
+    sleep Celery cancels it with the rest and its message is released: the task runs again on
+    another worker, at every deploy and scale-in. And the worker sleeps the whole timeout
+    even when its tasks ended in a second.
+
+    Here the handler only stops consuming and returns. The loop goes on processing results
+    and acknowledgements; a timer on it ends the soft phase as soon as no task runs, or at
+    the timeout, and then does what Celery does after its sleep: cancel what still runs (its
+    message is released at once by jobs/transport.py), stop the pool, terminate. A second
+    signal cancels the running tasks and stops at once, a third kills (Celery's handlers).
+    """
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+        self.timeout = float(worker.app.conf.worker_soft_shutdown_timeout or 0)
+        self.started = time.monotonic()
+        self.running_at_start = len(state.active_requests)
+        self._timer: Any = None
+        self._done = False
+
+    def begin(self) -> None:
+        worker = self.worker
+        hurry = partial(celery_worker.install_worker_term_hard_handler, worker,
+                        callback=celery_worker.during_soft_shutdown)  # fmt: skip
+        hurry(sig="SIGINT")
+        hurry(sig="SIGQUIT")
+        if REMAP_SIGTERM == "SIGQUIT":
+            hurry(sig="SIGTERM")
+        consumer = worker.consumer
+        # Nothing new starts from here on; SQS's cancel is local (messages a long poll
+        # returns after it are released by kombu).
+        if consumer.task_consumer:
+            ignore_errors(consumer, consumer.task_consumer.cancel)
+        hub = getattr(worker, "hub", None)
+        if self.timeout > 0 and state.active_requests and hub is not None:
+            log.warning("soft_shutdown_started", running=self.running_at_start,
+                        timeout_seconds=self.timeout)  # fmt: skip
+            self._timer = hub.call_repeatedly(SOFT_SHUTDOWN_TICK_SECONDS, self._tick)
+            return
+        if hub is None:  # no event loop to keep running: Celery's own wait
+            worker.wait_for_soft_shutdown()
+        self.finish()
+
+    def _tick(self) -> None:
+        timed_out = time.monotonic() - self.started >= self.timeout
+        if not state.active_requests or timed_out or state.should_terminate:
+            self.finish()
+
+    def finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+        consumer = self.worker.consumer
+        running = len(state.active_requests)
+        consumer.cancel_active_requests()  # their messages are released when the channel closes
+        log.info("soft_shutdown_done", waited_seconds=round(time.monotonic() - self.started, 2),
+                 finished=max(self.running_at_start - running, 0), cancelled=running)  # fmt: skip
+        state.should_terminate = EX_FAILURE  # as Celery's cold shutdown exits
+        if consumer.pool:
+            consumer.pool.stop()  # lets tasks that succeeded meanwhile run on_success
+
+
+def _on_cold_signal(worker: Any, sig: str, *_: Any) -> None:
+    with in_sighandler():
+        if current_process()._name != "MainProcess":
+            state.should_terminate = EX_FAILURE
+            return
+        celery_worker.safe_say("worker: Cold shutdown (MainProcess)", sys.__stdout__)
+        signals.worker_shutting_down.send(
+            sender=worker.hostname, sig=sig, how="Cold", exitcode=EX_FAILURE
+        )
+        SoftShutdown(worker).begin()
+
+
+class Worker(celery_worker.Worker):
+    """``celery worker``'s worker (``app.Worker``, see jobs/celery_app.py) with
+    :class:`SoftShutdown` on SIGQUIT, and on SIGTERM when ``REMAP_SIGTERM=SIGQUIT``."""
+
+    def install_platform_tweaks(self, worker: Any) -> None:
+        super().install_platform_tweaks(worker)
+        for sig in ("SIGQUIT", "SIGTERM") if REMAP_SIGTERM == "SIGQUIT" else ("SIGQUIT",):
+            platforms.signals[sig] = partial(_on_cold_signal, worker, sig)

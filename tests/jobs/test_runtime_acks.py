@@ -159,6 +159,33 @@ def test_sigterm_gives_running_tasks_the_soft_shutdown_then_releases_them(
         print(f"cancelled task's message visible again {back:.1f}s after SIGTERM")
 
 
+def test_a_task_ending_in_the_soft_phase_is_deleted_once_and_the_worker_exits_then(
+    runtime_factory: Any,
+) -> None:
+    """Celery's own soft shutdown sleeps its whole timeout in the signal handler: the worker
+    stays up 30 s for a 2 s task, and a task that ends meanwhile is not acknowledged, so its
+    message is released and the task runs again elsewhere. jobs.worker.SoftShutdown keeps
+    the event loop running: the task is deleted once and the worker exits when it ends."""
+    runtime: Runtime = runtime_factory(tiers=SLOW_TIERS)
+    url = runtime.stack.queues["celery"]
+    runtime.app.send_task("amply.tests.sleep", args=[runtime.run, "t", 2])
+    env = {**runtime.env, "AMPLY_SOFT_SHUTDOWN_SECONDS": "30"}
+    with run_worker(env, queues=["celery"]) as worker:
+        runtime.wait_for("the task to start", lambda: runtime.redis.hget(
+            f"amply-tests:{runtime.run}:started", "t"))  # fmt: skip
+        worker.signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        assert worker.wait(60) is not None
+        log = worker.log()
+    exited = time.monotonic() - stopped_at
+    print(f"\n2 s task, 30 s soft timeout: worker exited {exited:.1f}s after SIGTERM")
+    assert runtime.runs() == {"t": 1}
+    assert counts(runtime, url) == (0, 0)  # deleted, not released: nothing runs it again
+    assert len(deleted_handles(runtime)) == 1
+    assert exited < 15  # not the 30 s timeout: the phase ends with the last task
+    assert "soft_shutdown_done" in log and "cancelled=0" in log, log[-2000:]
+
+
 def test_deletes_a_batch_refuses_are_retried_once(runtime: Runtime) -> None:
     refused: set[str] = set()
 
