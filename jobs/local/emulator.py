@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
 
 import boto3
 import botocore.config
@@ -111,23 +113,37 @@ class ThreadedEmulator:
 @dataclass
 class ProcessEmulator:
     """moto's server as a child process, which can be stopped and started again on the same
-    port (its state is lost on stop, as a real outage of a fresh emulator would be)."""
+    port (its state is lost on stop, as a real outage of a fresh emulator would be).
+
+    ``module`` is what runs (``python -m MODULE -H HOST -p PORT``): moto's server, or a module
+    that patches moto and then runs that server with the same arguments (the tests have such
+    variants). ``cwd``, when set, is where the child runs and comes first on its PYTHONPATH,
+    so that ``module`` can be one of that tree's own. ``env`` is added to the child's
+    environment last, over the fake credentials. :meth:`start` returns once the server has
+    answered an SQS ListQueues.
+    """
 
     host: str = "127.0.0.1"
     port: int = 0
     env: dict[str, str] = field(default_factory=dict)
+    module: str = "moto.server"
+    cwd: Path | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> ProcessEmulator:
+    def start(self) -> Self:
         self.port = self.port or free_port(self.host)
-        env = {**os.environ, **FAKE_CREDENTIALS, **self.env}
+        env = {**os.environ, **FAKE_CREDENTIALS}
+        if self.cwd is not None:
+            path = [str(self.cwd), env.get("PYTHONPATH", "")]
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, path))
+        env.update(self.env)
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [sys.executable, "-m", self.module, "-H", self.host, "-p", str(self.port)],
+            env=env, cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
             wait_for_sqs(self.endpoint)

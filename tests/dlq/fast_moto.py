@@ -15,22 +15,13 @@ Run as ``python -m tests.dlq.fast_moto -H HOST -p PORT`` (the arguments of moto.
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from moto.sqs import models
 
-from jobs.local.emulator import (
-    FAKE_CREDENTIALS,
-    EndpointUnreachable,
-    ProcessEmulator,
-    free_port,
-    wait_for_sqs,
-)
+from jobs.local.emulator import ProcessEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,19 +64,10 @@ def install() -> None:
 
 @dataclass
 class FastEmulator(ProcessEmulator):
-    def start(self) -> FastEmulator:
-        self.port = self.port or free_port(self.host)
-        env = {**os.environ, **FAKE_CREDENTIALS, **self.env, "PYTHONPATH": str(ROOT)}
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.dlq.fast_moto", "-H", self.host, "-p", str(self.port)],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            wait_for_sqs(self.endpoint)
-        except EndpointUnreachable:
-            self.stop()
-            raise
-        return self
+    """The emulator running this module instead of moto's server."""
+
+    module: str = "tests.dlq.fast_moto"
+    cwd: Path | None = ROOT
 
 
 if __name__ == "__main__":

@@ -12,9 +12,6 @@ that enforcement is on before anything else runs.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +23,7 @@ import botocore.exceptions
 
 from infra.iam import consumer_policy, dlq_operator_policy, policy_json, producer_policy
 from infra.settings import StackSettings
-from jobs.local.emulator import (
-    FAKE_CREDENTIALS,
-    EndpointUnreachable,
-    ProcessEmulator,
-    free_port,
-    wait_for_sqs,
-)
+from jobs.local.emulator import FAKE_CREDENTIALS, ProcessEmulator
 from jobs.local.provision import provision, queue_arn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,25 +65,14 @@ class Credentials:
 @dataclass
 class EnforcingEmulator(ProcessEmulator):
     """The moto server (with :mod:`tests.support.moto_iam`'s corrections) enforcing IAM after
-    the bootstrap requests."""
+    the bootstrap requests; the readiness probe of :meth:`start` is request 1 of them."""
 
-    def start(self) -> EnforcingEmulator:
-        self.port = self.port or free_port(self.host)
-        env = {
-            **os.environ, **FAKE_CREDENTIALS, **self.env,
-            "INITIAL_NO_AUTH_ACTION_COUNT": str(BOOTSTRAP_REQUESTS),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        }  # fmt: skip
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.moto_iam", "-H", self.host, "-p", str(self.port)],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            wait_for_sqs(self.endpoint)  # request 1 of the allowance
-        except EndpointUnreachable:
-            self.stop()
-            raise
-        return self
+    module: str = "tests.support.moto_iam"
+    cwd: Path | None = ROOT
+
+    def __post_init__(self) -> None:
+        # Set over any env given: without it moto would not enforce IAM at all.
+        self.env = {**self.env, "INITIAL_NO_AUTH_ACTION_COUNT": str(BOOTSTRAP_REQUESTS)}
 
 
 @dataclass
