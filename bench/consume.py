@@ -10,9 +10,10 @@
 
 Each consumer is started and idle first; then the clock starts, the N tasks are enqueued with
 ``enqueue_many`` and the clock stops when the endpoint has seen N deletions. Requests are
-everything the endpoint saw in between, sends included. Goals: at most 1.3 requests per task
-(issue 7); for the project, at most 0.4 requests per task and at least 2x stock's tasks/s
-(issue 8).
+everything the endpoint saw in between, sends included; "w/o sends" is what consuming costs
+(receives and deletes), the figure issue 8 measured stock Celery by (1.28). Goals: at most
+1.3 requests per task, sends included (issue 7); for the project, at most 0.4 consume requests
+per task and at least 2x stock's tasks/s (issue 8).
 
     python -m bench.consume [--quick] [-n N]
 """
@@ -147,7 +148,10 @@ def summarize(rows: dict[str, Any]) -> dict[str, Any]:
         "raw_over_project": round(raw["tasks_per_s"] / project["tasks_per_s"], 2),
         "goals": {
             "requests_per_task_at_most_1.3": project["requests_per_task"] <= GOAL_REQUESTS_PER_TASK,
-            "project_requests_per_task_at_most_0.4": project["requests_per_task"]
+            # Issue 8 counts what consuming costs: its baseline, stock's 1.28, is receives
+            # and deletes per consumed task ("one ReceiveMessage per ~4 tasks, one
+            # DeleteMessage per task"); the sends are the producer's and the same for all.
+            "project_requests_per_task_at_most_0.4": project["consume_requests_per_task"]
             <= GOAL_PROJECT_REQUESTS_PER_TASK,
             "project_at_least_2x_stock": speedup >= GOAL_PROJECT_SPEEDUP,
         },
@@ -179,7 +183,8 @@ def run(n: int, timeout: float | None = None) -> dict[str, Any]:
         [
             ["project <= 1.3 requests/task (issue 7)", rows["project"]["requests_per_task"],
              g["requests_per_task_at_most_1.3"]],
-            ["project <= 0.4 requests/task (issue 8)", rows["project"]["requests_per_task"],
+            ["project <= 0.4 consume requests/task (issue 8)",
+             rows["project"]["consume_requests_per_task"],
              g["project_requests_per_task_at_most_0.4"]],
             ["project >= 2x stock tasks/s (issue 8)", f"{summary['project_over_stock']}x",
              g["project_at_least_2x_stock"]],

@@ -68,6 +68,26 @@ def test_every_task_is_deleted_exactly_once(runtime_factory: Any, batching: str)
         assert singles == 60 and batches == []
 
 
+def test_a_backlog_is_received_a_full_prefetch_at_a_time(runtime_factory: Any) -> None:
+    """The bill of consuming: with -c 4 and prefetch multiplier 1 a receive can bring at
+    most 4 messages. On a backlog each receive brings 4 (jobs/transport.py waits for every
+    slot to free), not the one or two that have just freed as kombu alone asks for (about 2
+    per receive, measured): receives per task stay at the floor, 0.25."""
+    runtime = runtime_factory()
+    sig = runtime.app.signature("amply.tests.record")
+    n = 80
+    enqueue_many(sig, [(runtime.run, f"b{i}") for i in range(n)])
+    with run_worker(runtime.env, queues=["celery"], concurrency=4):
+        runtime.wait_for(f"{n} runs", lambda: len(runtime.runs()) == n, timeout=60)
+        receives = runtime.proxy.actions("ReceiveMessage")
+    asked = [int(r.params.get("MaxNumberOfMessages", 1)) for r in receives]
+    print(f"\n{n} tasks, -c 4: {len(receives)} ReceiveMessage, asking for {asked}")
+    # n / 4 receives that fill every slot, plus the idle poll the worker starts with and the
+    # one in flight when the last task ends.
+    assert len(receives) <= n // 4 + 2, asked
+    assert set(runtime.runs().values()) == {1}
+
+
 @pytest.mark.parametrize("remap", ["SIGQUIT", ""], ids=["soft", "warm"])
 def test_a_clean_shutdown_flushes_every_ack_and_releases_what_did_not_start(
     runtime_factory: Any, remap: str
