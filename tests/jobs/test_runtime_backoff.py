@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.retry import MAX_DELAY_SECONDS, backoff_delay, retry_with_backoff
+from jobs.retry import MAX_DELAY_SECONDS, backoff_delay, retry_delay, retry_with_backoff
 
 
 @given(retries=st.integers(0, 10_000), seed=st.integers(0, 2**32))
@@ -73,5 +73,37 @@ def test_exhausted_retries_reraise_the_error_for_the_dlq() -> None:
     error = ConnectionError("still down")
     with pytest.raises(ConnectionError) as info:
         retry_with_backoff(task, error)
+    assert info.value is error
+    assert task.calls == []
+
+
+@given(backoff=st.integers(1, MAX_DELAY_SECONDS), asked=st.none() | st.integers(0, 2**31))
+def test_retry_after_lengthens_the_delay_never_past_sqs_maximum(
+    backoff: int, asked: int | None
+) -> None:
+    delay = retry_delay(backoff, asked)
+    assert backoff <= delay <= MAX_DELAY_SECONDS
+    assert delay == min(MAX_DELAY_SECONDS, max(backoff, asked or 0))
+
+
+def test_retry_honours_retry_after_capped_at_900() -> None:
+    for asked, expected in ((120, 120), (86_400, MAX_DELAY_SECONDS)):
+        task = _task(retries=0)
+        with pytest.raises(_Retry):
+            retry_with_backoff(task, ConnectionError("busy"), retry_after=asked)
+        (call,) = task.calls
+        assert call["delay_seconds"] == expected  # backoff_delay(0) is at most 2
+        assert call["countdown"] == 0 and call["eta"] is None
+    task = _task(retries=0)
+    with pytest.raises(_Retry):
+        retry_with_backoff(task, ConnectionError("busy"), retry_after=0)  # a date now past
+    assert 1 <= task.calls[0]["delay_seconds"] <= 2  # the backoff
+
+
+def test_retry_after_does_not_buy_more_retries() -> None:
+    task = _task(retries=3, max_retries=3)
+    error = ConnectionError("busy")
+    with pytest.raises(ConnectionError) as info:
+        retry_with_backoff(task, error, retry_after=60)
     assert info.value is error
     assert task.calls == []
