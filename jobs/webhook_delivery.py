@@ -18,6 +18,10 @@ Outcomes (:class:`Outcome`): 2xx delivered; 410 gone (deactivate the endpoint); 
 5xx and network errors retry; any other status (3xx, 4xx) rejected, permanently; a refused
 URL or address is refused, permanently. The signing secret never appears in a result, a log
 line or an exception message.
+
+A 429 or 503 may say when to come back (``Retry-After``, RFC 9110 §10.2.3): the result
+carries it as seconds (:func:`parse_retry_after`), and the task delays its retry by at least
+that much.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 
@@ -44,6 +51,12 @@ SIGNATURE_HEADER = "Amply-Signature"
 EVENT_ID_HEADER = "Amply-Event-Id"
 DELIVERY_ID_HEADER = "Amply-Delivery-Id"
 RETRYABLE_STATUSES = frozenset({408, 429})
+# The statuses whose Retry-After we honour: 503 (RFC 9110 §15.6.4) and 429 (RFC 6585 §4). On
+# a 3xx it would be about a redirect we never follow.
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+# RFC 9111 §1.2.2 reads a delta-seconds too large to hold as 2**31; so do we, which also keeps
+# a receiver's 60 KB run of digits from being turned into an integer.
+RETRY_AFTER_CEILING = 2**31
 
 
 class Outcome(StrEnum):
@@ -69,6 +82,9 @@ class DeliveryResult:
     truncated: bool = False  # the response exceeded the cap and the read was aborted
     body: bytes = b""  # at most the cap
     redirects: int = 0  # redirects libcurl followed: always 0, kept to prove it
+    # Seconds a 429 or 503 asked us to wait (Retry-After), not capped; None when it did not
+    # say (or said something unreadable) or the status was another.
+    retry_after: int | None = None
 
     def summary(self) -> dict[str, Any]:
         """The log- and result-safe fields."""
@@ -118,6 +134,30 @@ def classify(status: int) -> Outcome:
     return Outcome.RETRY  # 1xx as a final answer, or nonsense: the receiver is broken
 
 
+def parse_retry_after(value: str | None, now: datetime) -> int | None:
+    """The whole seconds a ``Retry-After`` value asks to wait, counted from ``now`` (aware):
+    delta-seconds as given; an HTTP-date as the seconds until it, rounded up, 0 once it has
+    passed; None when missing or invalid. At most :data:`RETRY_AFTER_CEILING`; the caller caps
+    it to what it can honour."""
+    if value is None:
+        return None
+    text = value.strip(" \t")
+    if text.isascii() and text.isdigit():  # delta-seconds = 1*DIGIT (isascii: no "²" etc.)
+        digits = text.lstrip("0") or "0"
+        if len(digits) > len(str(RETRY_AFTER_CEILING)):
+            return RETRY_AFTER_CEILING
+        return min(int(digits), RETRY_AFTER_CEILING)
+    try:
+        # All three HTTP-date forms (IMF-fixdate, RFC 850, asctime) parse here.
+        when = parsedate_to_datetime(text)
+        if when.tzinfo is None:  # asctime form or "-0000": HTTP-dates are UTC (§5.6.7)
+            when = when.replace(tzinfo=UTC)
+        wait = math.ceil((when - now).total_seconds())
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return max(0, min(wait, RETRY_AFTER_CEILING))
+
+
 def _header_safe(name: str, value: str) -> str:
     if any(ch in value for ch in "\r\n\0"):
         raise ValueError(f"{name} must not contain line breaks")
@@ -155,7 +195,7 @@ def deliver(
         "Expect:",  # no 100-continue round trip
     ]
     return _perform(target, body, headers, connect_timeout, total_timeout, max_response,
-                    ca_bundle)  # fmt: skip
+                    ca_bundle, clock)  # fmt: skip
 
 
 def _perform(
@@ -166,10 +206,12 @@ def _perform(
     total_timeout: float,
     max_response: int,
     ca_bundle: str | None,
+    clock: Callable[[], float] = time.time,
 ) -> DeliveryResult:
     kept = bytearray()
     seen = {"body": 0, "headers": 0}
     truncated = False
+    retry_after: list[str] = []  # the Retry-After values of the last response's headers
 
     def on_body(chunk: bytes) -> int | None:
         nonlocal truncated
@@ -182,7 +224,14 @@ def _perform(
 
     def on_header(line: bytes) -> int | None:
         seen["headers"] += len(line)
-        return 0 if seen["headers"] > MAX_HEADER_BYTES else None
+        if seen["headers"] > MAX_HEADER_BYTES:
+            return 0
+        if line.startswith(b"HTTP/"):  # a new response's status line (after a 1xx, say)
+            retry_after.clear()
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == b"retry-after":
+            retry_after.append(value.decode("latin-1").strip())
+        return None
 
     protocol = pycurl.PROTO_HTTPS if target.scheme == "https" else pycurl.PROTO_HTTP
     curl = pycurl.Curl()
@@ -222,9 +271,15 @@ def _perform(
     finally:
         curl.close()
 
+    wait = None
+    # A singleton field (RFC 9110 §5.5): differing copies are invalid, not a choice for us.
+    if status in RETRY_AFTER_STATUSES and len(set(retry_after)) == 1:
+        wait = parse_retry_after(retry_after[0], datetime.fromtimestamp(clock(), UTC))
+
     def result(outcome: Outcome, status: int | None, detail: str) -> DeliveryResult:
         return DeliveryResult(outcome, status, detail, target.origin, target.address,
-                              seen["body"], truncated, bytes(kept), redirects)  # fmt: skip
+                              seen["body"], truncated, bytes(kept), redirects,
+                              wait)  # fmt: skip
 
     if status == 0:
         return result(Outcome.RETRY, None, error or "no HTTP response")

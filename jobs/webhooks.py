@@ -9,7 +9,9 @@ What happens to a delivery (docs/webhooks.md has the receivers' side):
 - URL or address refused (SSRF rules, jobs/netguard.py): permanent failure, logged
   (``webhook_refused``) and recorded; not retried.
 - 408, 429, 5xx, network errors: retried with SQS-delayed backoff (``jobs.retry``); when the
-  retries run out the error propagates and SQS dead-letters the message.
+  retries run out the error propagates and SQS dead-letters the message. A 429 or 503 with
+  ``Retry-After`` delays the retry by at least that (at most SQS's 900 s); the retry counts
+  against the retries like any other.
 - endpoint inactive or unknown: skipped and logged; nothing is sent.
 - bad arguments (event not a JSON object, no endpoint id) or an unusable registry entry:
   raises, and SQS dead-letters the message after its receives, for an operator.
@@ -47,7 +49,7 @@ from jobs.endpoints import Registry, registry_from_environment
 from jobs.errors import ConfigError
 from jobs.logging import get_logger
 from jobs.netguard import Resolver, system_resolver
-from jobs.retry import retry_with_backoff
+from jobs.retry import MAX_DELAY_SECONDS, retry_with_backoff
 from jobs.webhook_delivery import (
     CONNECT_TIMEOUT,
     MAX_RESPONSE_BYTES,
@@ -81,7 +83,22 @@ class InvalidWebhookTask(ValueError):
 
 class DeliveryFailed(RuntimeError):
     """A retryable failure (408, 429, 5xx, network). The message names the endpoint and the
-    receiver's origin, never the secret or the URL's path."""
+    receiver's origin, never the secret or the URL's path. ``retry_after``: the seconds the
+    receiver asked to wait (Retry-After), None when it did not say."""
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after_fields(retry_after: int | None) -> dict[str, int]:
+    """The log fields for a Retry-After: the seconds honoured, and what was asked when that
+    was more than SQS can delay a message (the retry then comes after 900 s)."""
+    if retry_after is None:
+        return {}
+    if retry_after > MAX_DELAY_SECONDS:
+        return {"retry_after": MAX_DELAY_SECONDS, "retry_after_capped_from": retry_after}
+    return {"retry_after": retry_after}
 
 
 @dataclass(frozen=True)
@@ -231,10 +248,13 @@ def _dispatch_claimed(
     )
     summary = {**ids, **result.summary(), "attempt": attempt + 1}
     if result.outcome is Outcome.RETRY:
-        log.warning("webhook_retryable_failure", **summary)
+        log.warning(
+            "webhook_retryable_failure", **summary, **retry_after_fields(result.retry_after)
+        )
         raise DeliveryFailed(
             f"webhook to endpoint {endpoint_id} ({result.origin or 'unresolved'}) failed: "
-            f"{result.detail}"
+            f"{result.detail}",
+            retry_after=result.retry_after,
         )
     if result.outcome is Outcome.GONE:
         registry.deactivate(endpoint_id)
@@ -278,5 +298,7 @@ def dispatch_webhook(self: Any, endpoint_id: str, event: dict[str, Any]) -> dict
             settings=settings_from_environment(soft_time_limit=_soft_time_limit(self)),
             attempt=int(self.request.retries or 0),
         )
-    except (DeliveryFailed, redis.ConnectionError, redis.TimeoutError) as exc:
+    except DeliveryFailed as exc:
+        retry_with_backoff(self, exc, retry_after=exc.retry_after)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
         retry_with_backoff(self, exc)

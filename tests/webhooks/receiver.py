@@ -4,7 +4,8 @@ It verifies signatures with the Python block of docs/webhooks.md, executed as wr
 documented scheme alone must be enough), and answers per path:
 
 - ``/ok``: 200 when the signature verifies, 401 when it does not;
-- ``/status/<code>``: that status (3xx with ``Location: /ok`` on this same server);
+- ``/status/<code>``: that status (3xx with ``Location: /ok`` on this same server); with
+  ``?retry-after=<value>`` (URL-encoded), a ``Retry-After: <value>`` header too;
 - ``/redirect-metadata``: 302 to the cloud metadata address;
 - ``/big/<code>``: that status with a 10 MB body, streamed from one preallocated chunk;
 - ``/hang``: reads the request and never answers (until the receiver stops).
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
 BIG_BYTES = 10 * 1024 * 1024
@@ -104,10 +106,12 @@ class Receiver:
             return
         if path == "/ok":
             self._send(h, 200 if verified else 401)
-        elif m := re.fullmatch(r"/status/(\d{3})", path):
+        elif m := re.fullmatch(r"/status/(\d{3})", urlsplit(path).path):
             code = int(m.group(1))
             location = self.url("/ok") if 300 <= code < 400 else None
-            self._send(h, code, location=location)
+            retry_after = parse_qs(urlsplit(path).query).get("retry-after")
+            extra = [("Retry-After", value) for value in retry_after or []]
+            self._send(h, code, location=location, extra=extra)
         elif path == "/redirect-metadata":
             self._send(h, 302, location="https://169.254.169.254/latest/meta-data/iam/")
         elif m := re.fullmatch(r"/big/(\d{3})", path):
@@ -123,11 +127,18 @@ class Receiver:
             self._send(h, 404)
 
     @staticmethod
-    def _send(h: BaseHTTPRequestHandler, code: int, location: str | None = None) -> None:
+    def _send(
+        h: BaseHTTPRequestHandler,
+        code: int,
+        location: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
         payload = b"answered\n"
         h.send_response(code)
         if location is not None:
             h.send_header("Location", location)
+        for name, value in extra or []:
+            h.send_header(name, value)
         h.send_header("Content-Length", str(len(payload)))
         h.end_headers()
         h.wfile.write(payload)

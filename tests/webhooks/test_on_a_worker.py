@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -19,9 +20,13 @@ from jobs.celery_app import make_app
 from jobs.dlq import decode_body
 from jobs.endpoints import endpoint_key, register
 from jobs.webhooks import MAX_RETRIES, delivery_key
+from tests.support.runtime import Runtime, fast_tiers, runtime_factory
+from tests.support.runtime import decode_body as envelope
 from tests.support.workers import run_worker
 from tests.webhooks.conftest import SECRET, Tls
 from tests.webhooks.receiver import Receiver
+
+__all__ = ["runtime_factory"]
 
 pytestmark = pytest.mark.integration
 
@@ -149,3 +154,48 @@ def test_a_delivery_out_of_retries_is_dead_lettered(
     assert (decoded.task, decoded.task_id, decoded.retries) == (WEBHOOK, task_id, MAX_RETRIES)
     assert requests_to(receiver, "/status/500") == [task_id, task_id]  # one per receive
     assert record(redis_client, task_id) is None
+
+
+def test_retry_after_on_429_and_503_sets_the_retrys_sqs_delay(
+    runtime_factory: Callable[..., Runtime],
+    redis_client: redis.Redis,
+    receiver: Receiver,
+    tls: Tls,
+    tmp_path: Path,
+) -> None:
+    """The retry's DelaySeconds, as the counting proxy saw the worker send it: the receiver's
+    Retry-After when longer than the backoff (at most 2 s on a first retry), 900 for more than
+    SQS can delay, the backoff for an unreadable one. Nothing waits for the delays."""
+    runtime = runtime_factory(tiers=fast_tiers(
+        visibilityTimeoutSeconds=8, softTimeLimitSeconds=5, timeLimitSeconds=6))  # fmt: skip
+    asked = {"ep-slow": (429, "120"), "ep-busy": (503, "86400"), "ep-junk": (429, "soon")}
+    for endpoint_id, (code, value) in asked.items():
+        url = receiver.url(f"/status/{code}?retry-after={quote(value)}")
+        register(redis_client, endpoint_id, url, SECRET, local=True)
+    env = {**runtime.env, "AMPLY_WEBHOOK_CA_BUNDLE": tls.ca_bundle}
+    ids = {endpoint_id: str(runtime.app.send_task(WEBHOOK, args=[endpoint_id, {"id": "e"}]).id)
+           for endpoint_id in asked}  # fmt: skip
+
+    with run_worker(env, queues=("high",), concurrency=2, include=(), log_dir=tmp_path) as worker:
+        for task_id in ids.values():
+            worker.wait_for_log(rf"task_retry task={WEBHOOK} task_id={task_id} ")
+        log = worker.log()
+
+    def the_retry(task_id: str) -> dict[str, Any]:
+        sends = [r.params for r in runtime.proxy.actions("SendMessage")
+                 if envelope(r.params["MessageBody"])["headers"]["id"] == task_id]  # fmt: skip
+        assert "DelaySeconds" not in sends[0]  # the producer's message
+        return sends[1]  # the first retry (ep-junk's may have come round again since)
+
+    retries = {endpoint_id: the_retry(task_id) for endpoint_id, task_id in ids.items()}
+    assert int(retries["ep-slow"]["DelaySeconds"]) == 120
+    assert int(retries["ep-busy"]["DelaySeconds"]) == 900
+    assert 1 <= int(retries["ep-junk"]["DelaySeconds"]) <= 2  # backoff_delay(0)
+    for params in retries.values():  # a retry like any other: it counts against max_retries
+        assert envelope(params["MessageBody"])["headers"]["retries"] == 1
+    slow, busy, junk = ids["ep-slow"], ids["ep-busy"], ids["ep-junk"]
+    assert re.search(rf"webhook_retryable_failure .*delivery_id={slow} .*retry_after=120", log)
+    assert re.search(rf"webhook_retryable_failure .*delivery_id={busy} .*retry_after=900 "
+                     rf"retry_after_capped_from=86400", log)  # fmt: skip
+    assert re.search(rf"task_retry task={WEBHOOK} task_id={busy} .*delay_seconds=900", log)
+    assert not re.search(rf"webhook_retryable_failure .*delivery_id={junk} .*retry_after=", log)
