@@ -54,7 +54,9 @@ __all__ = ["ACK_BATCH", "SQS_MAX_BYTES", "Channel", "QoS", "Transport"]
 
 log = get_logger("amply.jobs.transport")
 
-RECEIVE_COALESCE_SECONDS = 0.05
+# How long free slots of a busy queue wait for the others: about one SQS round trip in a
+# region, the latency a second receive would cost anyway.
+RECEIVE_COALESCE_SECONDS = 0.02
 
 
 class QoS(SQS.QoS):
