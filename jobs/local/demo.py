@@ -215,17 +215,12 @@ class Demo:
 
     # ---- the summary -------------------------------------------------------------------
 
-    def summarize(self, snap: Snapshot, sqs: Any, dlq_url: str, console: Console) -> bool:
-        """Print the summary; True when every task ended as expected."""
-        from jobs.checkpoints import verify_chain
-        from jobs.dlq import Sweep
-
+    def _tier_table(self, title: str, done: set[str]) -> tuple[Table, bool]:
+        """Per kind of task: its tier, how many were sent and are done, and p50/p99
+        enqueue->start over the tasks started so far; with whether every task sent is done."""
         self._refresh_started()
-        done = self._done()
-        ok = True
-        elapsed = time.monotonic() - self.started_at
-        table = Table(title=f"demo summary ({len(self.sent)} tasks + 1 poison, {elapsed:.0f}s)",
-                      title_justify="left")  # fmt: skip
+        all_done = True
+        table = Table(title=title, title_justify="left")
         for col in ("tier", "tasks", "sent", "done", "p50 enqueue->start", "p99 enqueue->start"):
             table.add_column(col, justify="left" if col in ("tier", "tasks") else "right")
         for kind, _ in MIX:
@@ -233,24 +228,52 @@ class Demo:
             ids = [tid for tid, s in self.sent.items() if s.kind == kind]
             lat = [self._started[t] - self.sent[t].enqueued_at for t in ids if t in self._started]
             n_done = sum(1 for t in ids if t in done)
-            ok &= n_done == len(ids)
+            all_done &= n_done == len(ids)
             p50, p99 = percentile(lat, 50), percentile(lat, 99)
             table.add_row(
                 tier, f"{kind}s", str(len(ids)), str(n_done),
                 "-" if p50 is None else f"{p50 * 1000:.0f} ms",
                 "-" if p99 is None else f"{p99 * 1000:.0f} ms",
             )  # fmt: skip
-        console.print(table)
+        return table, all_done
 
+    def _print_receiver_line(self, console: Console) -> bool:
+        """Print the receiver's counts; True when every webhook sent arrived once, signed."""
         webhooks = sum(1 for s in self.sent.values() if s.kind == "webhook")
         good, distinct, bad = self.receiver.counts()
-        ok &= distinct == webhooks and bad == 0
         console.print(
             f"webhook receiver: {good} deliveries with a valid signature, {distinct} distinct "
             f"events (of {webhooks} sent), {bad} refused"
             + "".join(f"\n  refused: {escape(why)}" for why in self.receiver.bad[:5]),
             soft_wrap=True,
         )
+        return distinct == webhooks and bad == 0
+
+    def summarize_partial(self, console: Console) -> None:
+        """The figures so far of an interrupted demo: the per-tier table and the receiver's
+        counts. No verdict (the workload did not get to end) and none of the slow checks
+        (chain verification, DLQ sweep): the developer asked to stop."""
+        done = self._done() & self.sent.keys()
+        elapsed = time.monotonic() - self.started_at
+        title = (f"demo so far (interrupted after {elapsed:.0f}s): {len(done)}/{len(self.sent)} "
+                 "tasks done")  # fmt: skip
+        if len(self.sent) < self.n:
+            title += f", sending cut short at {len(self.sent)} of {self.n}"
+        table, _ = self._tier_table(title, done)
+        console.print(table)
+        self._print_receiver_line(console)
+
+    def summarize(self, snap: Snapshot, sqs: Any, dlq_url: str, console: Console) -> bool:
+        """Print the summary; True when every task ended as expected."""
+        from jobs.checkpoints import verify_chain
+        from jobs.dlq import Sweep
+
+        elapsed = time.monotonic() - self.started_at
+        table, ok = self._tier_table(
+            f"demo summary ({len(self.sent)} tasks + 1 poison, {elapsed:.0f}s)", self._done()
+        )
+        console.print(table)
+        ok &= self._print_receiver_line(console)
 
         chain = verify_chain(self.data)
         ok &= bool(chain.ok)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from rich.console import Console, Group
@@ -41,6 +41,9 @@ from jobs.local.provision import Provisioned, provision
 from jobs.local.redis_server import RedisServer, redis_binary
 from jobs.local.status import Snapshot, queue_table, snapshot
 from jobs.local.worker_procs import WorkerProcess
+
+if TYPE_CHECKING:
+    from jobs.local.demo import Demo
 
 WORKER_READY_TIMEOUT = 90.0
 """Seconds for every worker to report ready (imports, pool fork, first connection)."""
@@ -245,6 +248,28 @@ def _wait_ready(workers: _Workers, data: redis.Redis) -> None:
         time.sleep(0.2)
 
 
+@dataclass
+class _Running:
+    """What _run has started that an interrupt reports on before the stop."""
+
+    demo: Demo | None = None
+
+
+def _print_partial(demo: Demo | None, console: Console) -> None:
+    """The demo's figures so far, printed while everything still runs (Redis, the receiver).
+    A second Ctrl-C (or SIGTERM) cuts only this short; the stop still follows."""
+    if demo is None or not demo.sent:
+        return  # nothing sent yet: no figures to give
+    console.print()
+    try:
+        demo.summarize_partial(console)
+    except KeyboardInterrupt:
+        console.print("second interrupt: partial summary cut short")
+    except redis.RedisError as exc:
+        # An external Redis gone away must not keep the stack from stopping.
+        console.print(f"no partial summary: Redis does not answer ({escape(str(exc))})")
+
+
 def run(options: DevOptions, console: Console) -> int:
     """Run the local stack; the exit code (0 ok, 1 the workload failed, 130 interrupted).
     Raises DevError for bad input, before anything is started."""
@@ -253,13 +278,15 @@ def run(options: DevOptions, console: Console) -> int:
     log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix="amply-dev-"))
     log_dir.mkdir(parents=True, exist_ok=True)
 
+    running = _Running()
     previous = signal.getsignal(signal.SIGINT)
     try:
         # The stack unwinds inside _signals_as_interrupt, with both signals ignored (below).
         with _signals_as_interrupt(), contextlib.ExitStack() as stack:
             try:
-                return _run(options, settings, effective, log_dir, stack, console)
+                return _run(options, settings, effective, log_dir, stack, console, running)
             except KeyboardInterrupt:
+                _print_partial(running.demo, console)
                 console.print("interrupted: stopping everything")
                 return 130
             finally:
@@ -267,12 +294,17 @@ def run(options: DevOptions, console: Console) -> int:
                 # ignored, so that the stop is never cut half-way and nothing is left behind.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except KeyboardInterrupt:
+        # A second interrupt just after the partial summary, before the signals were ignored:
+        # the stack has unwound all the same (the finally above ran first); still 130, not
+        # click's "Aborted!".
+        return 130
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
 def _run(options: DevOptions, settings: StackSettings, effective: StackSettings, log_dir: Path,
-         stack: contextlib.ExitStack, console: Console) -> int:  # fmt: skip
+         stack: contextlib.ExitStack, console: Console, running: _Running) -> int:  # fmt: skip
     endpoint = options.endpoint
     if endpoint is None:
         emulator = ThreadedEmulator(port=options.emulator_port).start()
@@ -293,7 +325,7 @@ def _run(options: DevOptions, settings: StackSettings, effective: StackSettings,
     if options.demo:
         from jobs.local.demo import Demo
 
-        demo = Demo(options.demo, data, effective, port=options.receiver_port)
+        demo = running.demo = Demo(options.demo, data, effective, port=options.receiver_port)
         demo.start_receiver()
         stack.callback(demo.stop_receiver)
 

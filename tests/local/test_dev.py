@@ -3,19 +3,24 @@ against it), a private Redis, real prefork ``celery worker`` processes, the demo
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 
 from infra.settings import ROOT
+from jobs.local import worker_hooks
 from tests.local.conftest import MakeStackDir
 from tests.local.helpers import amply_jobs, cli_env
 
@@ -112,14 +117,12 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_stops_everything(
-    signum: signal.Signals, stack_dir: MakeStackDir, tmp_path: Path
-) -> None:
-    root, _ = stack_dir()
+@contextlib.contextmanager
+def dev_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """``amply-jobs dev ARGS`` as a real process, its output collected line by line; killed
+    at the end if a test left it running."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs", "dev", "--stack-dir", str(root), *endpoint_args(),
-         "--log-dir", str(tmp_path / "logs")],
+        [sys.executable, "-m", "jobs", "dev", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env(), cwd=ROOT,
     )  # fmt: skip
     lines: list[str] = []
@@ -127,23 +130,115 @@ def test_signal_stops_everything(
                               daemon=True)  # fmt: skip
     reader.start()
     try:
-        deadline = time.monotonic() + 90
-        while not any("workers ready" in line for line in lines):
-            assert proc.poll() is None, "".join(lines)
-            assert time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.2)
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for_line(proc: subprocess.Popen[str], lines: list[str], text: str, timeout: float,
+                  poll: float = 0.1) -> str:  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [line for line in list(lines) if text in line]
+        if found:
+            return found[0]
+        assert proc.poll() is None, "".join(lines)
+        assert time.monotonic() < deadline, f"no {text!r} within {timeout:g}s: " + "".join(lines)
+        time.sleep(poll)
+
+
+def assert_stopped(proc: subprocess.Popen[str], lines: list[str], started: set[int]) -> None:
+    """Exit code 130 and none of the processes it had started still alive."""
+    assert proc.wait(60) == 130, "".join(lines)
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in started if alive(p)], "".join(lines)
+    assert any("interrupted: stopping everything" in line for line in lines), "".join(lines)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_everything(
+    signum: signal.Signals, stack_dir: MakeStackDir, tmp_path: Path
+) -> None:
+    root, _ = stack_dir()
+    with dev_process("--stack-dir", str(root), *endpoint_args(),
+                     "--log-dir", str(tmp_path / "logs")) as (proc, lines):  # fmt: skip
+        wait_for_line(proc, lines, "workers ready", 90)
         started = descendants(proc.pid)
         # Two worker parents with one pool child each, and redis-server.
         assert len(started) >= 5, (started, "".join(lines))
 
         proc.send_signal(signum)
-        assert proc.wait(60) == 130, "".join(lines)
-        deadline = time.monotonic() + 10
-        while any(alive(p) for p in started) and time.monotonic() < deadline:
+        assert_stopped(proc, lines, started)
+        # No demo, no figures to give.
+        assert not any("demo so far" in line for line in lines), "".join(lines)
+
+
+PARTIAL = re.compile(r"demo so far \(interrupted after (\d+)s\): (\d+)/(\d+) tasks done")
+
+
+@pytest.mark.parametrize("signals", [(signal.SIGINT,), (signal.SIGTERM,),
+                                     (signal.SIGINT, signal.SIGINT)],
+                         ids=["SIGINT", "SIGTERM", "SIGINT-twice"])  # fmt: skip
+def test_interrupted_demo_prints_the_figures_so_far_then_stops_everything(
+    signals: tuple[signal.Signals, ...], stack_dir: MakeStackDir, tmp_path: Path
+) -> None:
+    root, _ = stack_dir()
+    with dev_process("--stack-dir", str(root), *endpoint_args(), "--demo", "200",
+                     "--log-dir", str(tmp_path / "logs")) as (proc, lines):  # fmt: skip
+        redis_line = wait_for_line(proc, lines, "Redis: private redis-server on ", 90)
+        wait_for_line(proc, lines, "demo: recorded", 90)
+        started = descendants(proc.pid)
+        assert len(started) >= 5, (started, "".join(lines))
+        # Interrupt once some tasks are done (the workers' own bookkeeping, read from the
+        # private Redis), so that the figures are partial ones, not zeros.
+        data = redis.Redis.from_url(redis_line.rsplit(" ", 1)[1].strip())
+        deadline = time.monotonic() + 60
+        while (done_before := sum(
+            int(data.scard(worker_hooks.done_key(t))) for t in ("high", "celery", "low")
+        )) < 5:  # fmt: skip
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
             time.sleep(0.1)
-        assert not [p for p in started if alive(p)], "".join(lines)
-        assert any("interrupted: stopping everything" in line for line in lines)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+        proc.send_signal(signals[0])
+        if len(signals) > 1:
+            # The second as soon as the partial summary's title shows (polled every 2 ms): it
+            # lands while the rest prints (seen every time here), else while the stack stops.
+            wait_for_line(proc, lines, "demo so far", 30, poll=0.002)
+            proc.send_signal(signals[1])
+        assert_stopped(proc, lines, started)
+
+    text = "".join(lines)
+    assert "Aborted" not in text and "Traceback" not in text, text
+    if len(signals) > 1:
+        # Cut short, or printed whole if the second signal came later; then the stop as ever.
+        assert ("second interrupt: partial summary cut short" in text
+                or "webhook receiver:" in text), text  # fmt: skip
+        assert text.index("demo so far") < text.index("stopping workers"), text
+        return
+    titles = [m for line in lines if (m := PARTIAL.search(line))]
+    assert len(titles) == 1, "no partial summary: " + text
+    [title] = titles
+    done, sent = int(title[2]), int(title[3])
+    assert sent == 200 and done_before <= done <= sent, title[0]
+    rows_done = 0
+    for tier, kind, count in (("high", "webhooks", 140), ("celery", "checkpoints", 40),
+                              ("low", "reports", 20)):  # fmt: skip
+        [row] = [line for line in lines if f" {kind} " in line and "│" in line]
+        cells = [c.strip() for c in row.strip("│ \n").split("│")]
+        assert cells[:3] == [tier, kind, str(count)], row
+        assert 0 <= int(cells[3]) <= count, row
+        rows_done += int(cells[3])
+        assert all(c == "-" or c.endswith(" ms") for c in cells[4:6]), row
+    assert rows_done == done, text
+    assert "(of 140 sent)" in next(line for line in lines if line.startswith("webhook receiver:"))
+    # Partial: no verdict and none of the slow parts.
+    for absent in ("OK: every task", "FAILED: some", "checkpoints: chain", "DLQ (", "demo summary"):
+        assert absent not in text, absent
+    # The figures first, then the stop as before.
+    order = [text.index(title[0]), text.index("interrupted: stopping everything"),
+             text.index("stopping workers")]  # fmt: skip
+    assert order == sorted(order), text
