@@ -21,6 +21,12 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
   The prefetch slot is released at once. Entries a batch reports as failed are retried once,
   then logged with their message ids: SQS delivers them again (at least once, never lost).
   A worker killed outright (SIGKILL) loses at most the buffered acks: those tasks run again.
+* **Full receives.** kombu polls a queue whose prefetch slots are all taken only after
+  ``polling_interval`` (1 s), and polls a busy queue again for whatever one or two slots have
+  just freed. Here a full queue is resumed by the ack that frees a slot, and on a backlog the
+  free slots wait (at most ``RECEIVE_COALESCE_SECONDS``, 20 ms) for the others, so that one
+  receive fills them all: 4 messages per receive with ``-c 4``, the floor that prefetch
+  multiplier 1 allows. An idle queue is long-polled at once, as in kombu.
 * **Release at shutdown.** Messages received but not started when the channel closes are
   made visible again at once (``ChangeMessageVisibilityBatch``, visibility 0), not after
   kombu's requeue delay; so are messages received after the consumer was cancelled.
