@@ -2,6 +2,6 @@
 alarms, IAM, workers), the mocks that run the program offline, the offline plan and the
 policy pack.
 
-Only :mod:`infra.settings` may be imported without Pulumi installed (the local stack uses it);
-nothing here imports Pulumi at package level.
+Only :mod:`infra.settings` and :mod:`infra.tags` may be imported without Pulumi installed (the
+local stack uses them); nothing here imports Pulumi at package level.
 """

@@ -1,10 +1,12 @@
 """The queue tiers and their dead-letter queue, as one component.
 
 Every attribute comes from :func:`infra.settings.tier_attributes` / :func:`dlq_attributes`, the
-same functions the local provisioner applies, so a queue on LocalStack and a queue in AWS
-cannot differ. :func:`queue_args` translates those SQS attribute names into the provider's
-arguments and refuses one it does not know: a new attribute added to the shared definition
-must be mapped here too, or the program fails instead of silently dropping it.
+TLS-only policy from :func:`infra.settings.tls_only_policy` and the tags from
+:func:`infra.tags.tier_tags` / :func:`dlq_tags`: the same functions the local provisioner
+applies, so a queue on LocalStack and a queue in AWS cannot differ. :func:`queue_args`
+translates those SQS attribute names into the provider's arguments and refuses one it does not
+know: a new attribute added to the shared definition must be mapped here too, or the program
+fails instead of silently dropping it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,14 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.settings import StackSettings, TierSettings, dlq_attributes, tier_attributes
-from infra.tags import common_tags
+from infra.settings import (
+    StackSettings,
+    TierSettings,
+    dlq_attributes,
+    tier_attributes,
+    tls_only_policy,
+)
+from infra.tags import dlq_tags, tier_tags
 
 COMPONENT_TYPE = "amply:jobs:JobQueues"
 
@@ -49,26 +57,6 @@ def queue_args(
         arg, convert = _QUEUE_ARGS[key]
         out[arg] = convert(value)
     return out
-
-
-def tls_only_policy(queue_arn: str) -> dict[str, Any]:
-    """A queue policy that denies every request made without TLS, whoever makes it.
-
-    A Deny on ``sqs:*`` for ``*`` only ever takes access away: it is the one place a wildcard
-    belongs (the policy pack's wildcard rule checks Allow statements)."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "DenyWithoutTLS",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "sqs:*",
-                "Resource": queue_arn,
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            }
-        ],
-    }
 
 
 @dataclass(frozen=True)
@@ -106,7 +94,7 @@ class JobQueues(pulumi.ComponentResource):
             s.dlq_name,
             name=s.dlq_name,
             **queue_args(dlq_attrs, skip=frozenset({"RedriveAllowPolicy"})),
-            tags=common_tags(s, role="dlq"),
+            tags=dlq_tags(s),
             opts=queue_opts,
         )
 
@@ -159,6 +147,6 @@ class JobQueues(pulumi.ComponentResource):
             redrive_policy=self.dlq.arn.apply(
                 lambda arn: tier_attributes(tier, arn)["RedrivePolicy"]
             ),
-            tags=common_tags(s, tier=tier.name),
+            tags=tier_tags(s, tier),
             opts=opts,
         )

@@ -799,3 +799,25 @@ def dlq_attributes(dlq: DlqSettings, source_arns: list[str]) -> dict[str, str]:
             separators=(",", ":"),
         ),
     }
+
+
+def tls_only_policy(queue_arn: str) -> dict[str, Any]:
+    """A queue policy that denies every request made without TLS, whoever makes it: the
+    ``Policy`` attribute of every queue (the Pulumi program's ``aws.sqs.QueuePolicy``, the
+    local provisioner's ``SetQueueAttributes``).
+
+    A Deny on ``sqs:*`` for ``*`` only ever takes access away: it is the one place a wildcard
+    belongs (the policy pack's wildcard rule checks Allow statements)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyWithoutTLS",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:*",
+                "Resource": queue_arn,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
