@@ -1,5 +1,9 @@
 """Create a stack's queues on an SQS endpoint (LocalStack, the moto server) exactly as the
-Pulumi program defines them, from the same settings: idempotent, and drift is put right."""
+Pulumi program defines them, from the same settings: attributes, the TLS-only queue policy and
+the tags. Idempotent, and drift is put right.
+
+Neither the moto server nor LocalStack evaluates a queue's resource policy, so the TLS-only
+Deny does not lock out the plain-HTTP local endpoint (tests/jobs/test_provision.py checks)."""
 
 from __future__ import annotations
 
@@ -7,10 +11,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.settings import StackSettings, dlq_attributes, tier_attributes
+from infra.settings import StackSettings, dlq_attributes, tier_attributes, tls_only_policy
+from infra.tags import dlq_tags, tier_tags
 
 # Attributes whose value is a JSON document: compared as parsed JSON, not as text.
 _JSON_ATTRIBUTES = {"RedrivePolicy", "RedriveAllowPolicy", "Policy"}
+# Drift in a tag is reported under this prefix and the tag's key, beside the attributes.
+TAG = "tag:"
 
 
 @dataclass(frozen=True)
@@ -18,9 +25,12 @@ class QueueChange:
     name: str
     url: str
     action: str  # "created" | "updated" | "unchanged"
-    drift: dict[str, tuple[str | None, str]] = field(default_factory=dict)
+    drift: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    """Attribute (or ``tag:KEY``) -> (was, wanted); wanted None: a tag the stack does not set,
+    removed."""
     unsupported: tuple[str, ...] = ()
-    """Attributes the endpoint does not keep (the moto server drops RedriveAllowPolicy)."""
+    """Attributes (or ``tag:KEY``) the endpoint does not keep (the moto server drops
+    RedriveAllowPolicy)."""
 
 
 @dataclass(frozen=True)
@@ -50,32 +60,69 @@ def _same(name: str, current: str | None, wanted: str) -> bool:
     return current == wanted
 
 
-def _ensure(client: Any, name: str, attributes: dict[str, str]) -> QueueChange:
+def _attributes(client: Any, url: str) -> dict[str, str]:
+    return dict(client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"])
+
+
+def _tag_drift(
+    client: Any, url: str, wanted: dict[str, str]
+) -> dict[str, tuple[str | None, str | None]]:
+    """Tag key -> (was, wanted). Pulumi's ``tags`` are the queue's whole set: a tag it does not
+    declare is drift too, wanted None."""
+    have: dict[str, str] = client.list_queue_tags(QueueUrl=url).get("Tags", {})
+    drift: dict[str, tuple[str | None, str | None]] = {
+        k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v
+    }
+    drift.update({k: (v, None) for k, v in have.items() if k not in wanted})
+    return drift
+
+
+def _ensure(
+    client: Any, name: str, attributes: dict[str, str], tags: dict[str, str]
+) -> QueueChange:
     try:
         url = client.get_queue_url(QueueName=name)["QueueUrl"]
+        created = False
     except client.exceptions.QueueDoesNotExist:
-        url = client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-        # Some emulators ignore attributes they do not know at create time: check them too.
-        current = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        missing = {k: v for k, v in attributes.items() if not _same(k, current.get(k), v)}
-        if missing:
-            client.set_queue_attributes(QueueUrl=url, Attributes=missing)
-        after = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        unsupported = tuple(sorted(k for k in attributes if k not in after))
-        return QueueChange(name, url, "created", unsupported=unsupported)
-    current = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    drift = {
-        k: (current.get(k), v) for k, v in attributes.items() if not _same(k, current.get(k), v)
+        url = client.create_queue(QueueName=name, Attributes=attributes, tags=tags)["QueueUrl"]
+        created = True
+    # Checked after a create too: some emulators ignore attributes they do not know at create time.
+    current = _attributes(client, url)
+    # The policy names the queue's own ARN, known only once the queue exists (in the Pulumi
+    # program too: a QueuePolicy on the queue's arn output).
+    wanted = {**attributes, "Policy": json.dumps(tls_only_policy(current["QueueArn"]))}
+    drift: dict[str, tuple[str | None, str | None]] = {
+        k: (current.get(k), v) for k, v in wanted.items() if not _same(k, current.get(k), v)
     }
-    if not drift:
-        return QueueChange(name, url, "unchanged")
-    client.set_queue_attributes(QueueUrl=url, Attributes={k: v for k, (_, v) in drift.items()})
-    after = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    after = current
+    if drift:
+        # The Policy goes with every change: the moto server clears a queue's Policy on any
+        # SetQueueAttributes that does not name it (moto/sqs/models.py, Queue._set_attributes),
+        # and re-setting an unchanged policy is a no-op in SQS.
+        fix = {k: wanted[k] for k in drift}
+        client.set_queue_attributes(QueueUrl=url, Attributes={**fix, "Policy": wanted["Policy"]})
+        after = _attributes(client, url)
     # An attribute the endpoint still does not return after being set is one it does not
     # implement: not drift, or every run would "fix" it again.
-    unsupported = tuple(sorted(k for k in drift if k not in after))
+    unsupported = [k for k in wanted if k not in after]
+
+    tag_drift = _tag_drift(client, url, tags)
+    if tag_drift:
+        put = {k: v for k, (_, v) in tag_drift.items() if v is not None}
+        if put:
+            client.tag_queue(QueueUrl=url, Tags=put)
+        gone = [k for k, (_, v) in tag_drift.items() if v is None]
+        if gone:
+            client.untag_queue(QueueUrl=url, TagKeys=gone)
+        # Likewise, a tag still wrong after being put right is one the endpoint does not keep.
+        unsupported += [TAG + k for k in _tag_drift(client, url, tags)]
+    drift.update({TAG + k: v for k, v in tag_drift.items()})
     drift = {k: v for k, v in drift.items() if k not in unsupported}
-    return QueueChange(name, url, "updated" if drift else "unchanged", drift, unsupported)
+
+    if created:
+        return QueueChange(name, url, "created", unsupported=tuple(sorted(unsupported)))
+    action = "updated" if drift else "unchanged"
+    return QueueChange(name, url, action, drift, tuple(sorted(unsupported)))
 
 
 def queue_arn(client: Any, url: str) -> str:
@@ -85,24 +132,29 @@ def queue_arn(client: Any, url: str) -> str:
 
 def provision(settings: StackSettings, client: Any) -> Provisioned:
     """Create or correct the DLQ, then every tier with its redrive policy, then the DLQ's
-    allow policy (which needs the tiers' ARNs)."""
+    allow policy (which needs the tiers' ARNs); every queue with its TLS-only policy and tags."""
     dlq_name = settings.dlq_name
     # First pass on the DLQ without the allow policy: the tiers' ARNs are not known yet.
     base_dlq = dlq_attributes(settings.dlq, [])
     base_dlq.pop("RedriveAllowPolicy")
-    dlq_first = _ensure(client, dlq_name, base_dlq)
+    dlq_first = _ensure(client, dlq_name, base_dlq, dlq_tags(settings))
     dlq_arn = queue_arn(client, dlq_first.url)
 
     changes: list[QueueChange] = []
     queues: dict[str, str] = {}
     arns: list[str] = []
     for tier in settings.tiers:
-        change = _ensure(client, settings.queue_name(tier), tier_attributes(tier, dlq_arn))
+        change = _ensure(
+            client,
+            settings.queue_name(tier),
+            tier_attributes(tier, dlq_arn),
+            tier_tags(settings, tier),
+        )
         changes.append(change)
         queues[tier.name] = change.url
         arns.append(queue_arn(client, change.url))
 
-    dlq_final = _ensure(client, dlq_name, dlq_attributes(settings.dlq, arns))
+    dlq_final = _ensure(client, dlq_name, dlq_attributes(settings.dlq, arns), dlq_tags(settings))
     if dlq_first.action == "created":
         dlq_change = QueueChange(dlq_name, dlq_first.url, "created")
     elif dlq_first.action == "updated" or dlq_final.action == "updated":

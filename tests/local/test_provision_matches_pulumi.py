@@ -4,9 +4,12 @@ declares for the same stack (run under Pulumi's mocks by the offline plan)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 from infra.plan import build
+from infra.settings import ROOT
 from tests.local.conftest import MakeStackDir
 from tests.local.helpers import amply_jobs
 
@@ -19,7 +22,7 @@ PULUMI_TO_SQS = {
     "delaySeconds": "DelaySeconds",
     "sqsManagedSseEnabled": "SqsManagedSseEnabled",
 }
-# Not queue attributes: the name is how the queue is found, tags are not provisioned locally.
+# Compared on their own below: the name is how the queue is found, tags are not attributes.
 NOT_ATTRIBUTES = {"name", "tags", "redrivePolicy"}
 
 
@@ -32,18 +35,29 @@ def arn_name(arn: str) -> str:
     return arn.rsplit(":", 1)[-1]
 
 
-def test_provisioned_attributes_equal_the_pulumi_program(
-    sqs: Any, sqs_endpoint: str, stack_dir: MakeStackDir
+def without_accounts(policy: dict[str, Any]) -> dict[str, Any]:
+    return {**policy, "Statement": [{**st, "Resource": arn_name(st["Resource"])}
+                                    for st in policy["Statement"]]}  # fmt: skip
+
+
+def assert_endpoint_matches_the_program(
+    sqs: Any, plan: dict[str, Any], prefix: str, report: str
 ) -> None:
-    root, prefix = stack_dir()
-    plan = build("dev", root)
+    """Every queue of the plan on the endpoint, with the plan's attributes, redrive and allow
+    policies, TLS-only policy and tags."""
     declared = {r["name"]: r["inputs"] for r in plan["resources"]
                 if r["type"] == "aws:sqs/queue:Queue"}  # fmt: skip
     assert sorted(declared) == sorted(
         f"{prefix}-{q}" for q in ("celery", "celery-dlq", "celery-high", "celery-low")
     )
-    out = amply_jobs("provision", "--stack-dir", str(root), "--endpoint", sqs_endpoint)
-    assert out.returncode == 0, out.stderr
+    # The program's QueuePolicy resources, by the name of the queue they are on.
+    policies: dict[str, list[Any]] = {}
+    for r in plan["resources"]:
+        if r["type"] == "aws:sqs/queuePolicy:QueuePolicy":
+            policies.setdefault(r["inputs"]["queueUrl"].rsplit("/", 1)[-1], []).append(
+                r["inputs"]["policy"]
+            )
+    assert sorted(policies) == sorted(declared)
 
     for name, inputs in declared.items():
         unknown = set(inputs) - set(PULUMI_TO_SQS) - NOT_ATTRIBUTES
@@ -59,6 +73,9 @@ def test_provisioned_attributes_equal_the_pulumi_program(
             assert arn_name(have["deadLetterTargetArn"]) == arn_name(want["deadLetterTargetArn"])
         else:
             assert "RedrivePolicy" not in got, name
+        [policy] = policies[name]
+        assert without_accounts(json.loads(got["Policy"])) == without_accounts(policy), name
+        assert sqs.list_queue_tags(QueueUrl=url).get("Tags", {}) == inputs["tags"], name
 
     [allow] = [r["inputs"] for r in plan["resources"]
                if r["type"] == "aws:sqs/redriveAllowPolicy:RedriveAllowPolicy"]  # fmt: skip
@@ -71,7 +88,57 @@ def test_provisioned_attributes_equal_the_pulumi_program(
             map(arn_name, want["sourceQueueArns"])
         )
     else:
-        assert "not kept by this endpoint: RedriveAllowPolicy" in out.stdout
+        assert "not kept by this endpoint: RedriveAllowPolicy" in report
+
+
+def test_provisioned_queues_equal_the_pulumi_program(
+    sqs: Any, sqs_endpoint: str, stack_dir: MakeStackDir
+) -> None:
+    root, prefix = stack_dir()
+    plan = build("dev", root)
+    out = amply_jobs("provision", "--stack-dir", str(root), "--endpoint", sqs_endpoint)
+    assert out.returncode == 0, out.stderr
+    assert_endpoint_matches_the_program(sqs, plan, prefix, out.stdout)
+
+
+def test_drifted_tags_and_policy_are_reported_and_put_right(
+    sqs: Any, sqs_endpoint: str, stack_dir: MakeStackDir
+) -> None:
+    root, prefix = stack_dir()
+    plan = build("dev", root)
+    args = ("provision", "--stack-dir", str(root), "--endpoint", sqs_endpoint)
+    assert amply_jobs(*args).returncode == 0
+    high = sqs.get_queue_url(QueueName=f"{prefix}-celery-high")["QueueUrl"]
+    sqs.tag_queue(QueueUrl=high, Tags={"stack": "prod"})
+    sqs.untag_queue(QueueUrl=high, TagKeys=["tier"])
+    celery = sqs.get_queue_url(QueueName=f"{prefix}-celery")["QueueUrl"]
+    # The same document on another queue: right shape, wrong Resource.
+    policy = sqs.get_queue_attributes(QueueUrl=high, AttributeNames=["Policy"])["Attributes"]
+    sqs.set_queue_attributes(QueueUrl=celery, Attributes=policy)
+
+    again = amply_jobs(*args)
+    assert again.returncode == 0, again.stderr
+    assert f"updated   {prefix}-celery-high" in again.stdout
+    assert "tag:stack: prod -> dev" in again.stdout
+    assert "tag:tier: None -> high" in again.stdout
+    assert f"updated   {prefix}-celery\n" in again.stdout
+    assert f"Policy: {policy['Policy']} -> " in again.stdout
+    assert "nothing to change" not in again.stdout
+    assert_endpoint_matches_the_program(sqs, plan, prefix, again.stdout)
+
+    third = amply_jobs(*args)
+    assert "nothing to change: the 4 queues match the stack settings" in third.stdout
+
+
+def test_provision_shares_the_programs_functions_without_importing_pulumi() -> None:
+    # The policy and tags come from infra.settings / infra.tags, which the program imports
+    # too; the local stack must still run where Pulumi is not installed.
+    code = ("import sys, jobs.local.provision; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'pulumi', 'pulumi_aws'}))"
+            )  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=True)  # fmt: skip
+    assert out.stdout.strip() == "[]"
 
 
 def test_status_evaluates_the_alarms_the_pulumi_program_defines() -> None:
