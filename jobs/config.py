@@ -31,6 +31,8 @@ MIN_VISIBILITY_MARGIN = 1
 ECS_STOP_TIMEOUT = 120
 MAX_SOFT_SHUTDOWN = 90
 DEFAULT_SOFT_SHUTDOWN = 90
+DEFAULT_RECEIVE_FILL_MS = 20  # about one in-region SQS round trip (jobs/transport.py)
+MAX_RECEIVE_FILL_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ class RuntimeConfig:
     soft_shutdown_timeout: int = DEFAULT_SOFT_SHUTDOWN
     batch_acks: bool = True
     """Delete acknowledged messages with DeleteMessageBatch (jobs/transport.py)."""
+    receive_fill_ms: int = DEFAULT_RECEIVE_FILL_MS
+    """How long free prefetch slots of a busy queue wait for the others, so that one receive
+    fills them all (``AMPLY_SQS_RECEIVE_FILL_MS``; jobs/transport.py)."""
 
     def limits_for(self, queue: str | None) -> TierLimits:
         """The limits of ``queue``; for a queue not known here, the strictest tier's, which
@@ -179,6 +184,18 @@ def _soft_shutdown(environ: Mapping[str, str]) -> int:
     return value
 
 
+def _receive_fill(environ: Mapping[str, str]) -> int:
+    raw = environ.get("AMPLY_SQS_RECEIVE_FILL_MS", "").strip()
+    if not raw:
+        return DEFAULT_RECEIVE_FILL_MS
+    if not raw.isdigit() or int(raw) > MAX_RECEIVE_FILL_MS:
+        raise ConfigError(
+            f"AMPLY_SQS_RECEIVE_FILL_MS must be a whole number of milliseconds from 0 to "
+            f"{MAX_RECEIVE_FILL_MS} (0: receive for whatever slots are free at once), not {raw!r}"
+        )
+    return int(raw)
+
+
 def _switch(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raw = environ.get(name, "").strip().lower()
     if not raw:
@@ -220,4 +237,5 @@ def load_config(environ: Mapping[str, str] | None = None) -> RuntimeConfig:
         data_redis_url=env.get("AMPLY_REDIS_URL", "").strip() or None,
         soft_shutdown_timeout=_soft_shutdown(env),
         batch_acks=_switch(env, "AMPLY_SQS_BATCH_ACKS", True),
+        receive_fill_ms=_receive_fill(env),
     )

@@ -24,7 +24,7 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
 * **Full receives.** kombu polls a queue whose prefetch slots are all taken only after
   ``polling_interval`` (1 s), and polls a busy queue again for whatever one or two slots have
   just freed. Here a full queue is resumed by the ack that frees a slot, and on a backlog the
-  free slots wait (at most ``RECEIVE_COALESCE_SECONDS``, 20 ms) for the others, so that one
+  free slots wait (at most ``AMPLY_SQS_RECEIVE_FILL_MS``, 20 ms) for the others, so that one
   receive fills them all: 4 messages per receive with ``-c 4``, the floor that prefetch
   multiplier 1 allows. An idle queue is long-polled at once, as in kombu.
 * **Release at shutdown.** Messages received but not started when the channel closes are
@@ -60,8 +60,9 @@ __all__ = ["ACK_BATCH", "SQS_MAX_BYTES", "Channel", "QoS", "Transport"]
 
 log = get_logger("amply.jobs.transport")
 
-# How long free slots of a busy queue wait for the others: about one SQS round trip in a
-# region, the latency a second receive would cost anyway.
+# How long free slots of a busy queue wait for the others, by default: about one SQS round
+# trip in a region, the latency a second receive would cost anyway. Transport option
+# amply_receive_fill_seconds (AMPLY_SQS_RECEIVE_FILL_MS) sets it per worker.
 RECEIVE_COALESCE_SECONDS = 0.02
 
 
@@ -87,6 +88,11 @@ class Channel(SQS.Channel):
     @property
     def batch_acks(self) -> bool:
         return bool(self.transport_options.get("amply_batch_acks", True))
+
+    @property
+    def receive_fill_seconds(self) -> float:
+        return float(self.transport_options.get("amply_receive_fill_seconds",
+                                                RECEIVE_COALESCE_SECONDS))  # fmt: skip
 
     # -- acknowledgements: DeleteMessageBatch ---------------------------------------------
 
@@ -219,8 +225,9 @@ class Channel(SQS.Channel):
             return
         full = self.qos.prefetch_count or 0
         free = self.qos.can_consume_max_estimate() or 0
-        if not coalesced and full and free < full and queue in (self._backlog or ()):
-            self._park(queue, RECEIVE_COALESCE_SECONDS)
+        fill = self.receive_fill_seconds
+        if not coalesced and fill and full and free < full and queue in (self._backlog or ()):
+            self._park(queue, fill)
             return
         self._get_bulk_async(queue, callback=promise(self._loop1, (queue,)))
 
@@ -252,7 +259,7 @@ class Channel(SQS.Channel):
                     self.hub.call_soon(self._unpark, queue, park)
                 elif park not in self._waiting:
                     self._waiting.add(park)
-                    self.hub.call_later(RECEIVE_COALESCE_SECONDS, self._unpark, queue, park)
+                    self.hub.call_later(self.receive_fill_seconds, self._unpark, queue, park)
 
     # -- consuming: survive an outage of the endpoint ------------------------------------
     # A receive that fails on the network (connection refused or reset, a timeout: curl's

@@ -124,6 +124,20 @@ def test_bad_endpoint_backend_and_soft_shutdown() -> None:
     assert "from 1 to 90" in error_of(contract(AMPLY_SOFT_SHUTDOWN_SECONDS="120"))
 
 
+@pytest.mark.parametrize("raw", ["-1", "abc", "2.5", "1001", "20ms"])
+def test_a_bad_receive_fill_is_named_with_its_range(raw: str) -> None:
+    message = error_of(contract(AMPLY_SQS_RECEIVE_FILL_MS=raw))
+    assert message.startswith("AMPLY_SQS_RECEIVE_FILL_MS") and "from 0 to 1000" in message
+    assert repr(raw) in message
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [(None, 0.02), ("0", 0.0), ("150", 0.15)])
+def test_the_receive_fill_reaches_the_transport(raw: str | None, seconds: float) -> None:
+    env = contract() if raw is None else contract(AMPLY_SQS_RECEIVE_FILL_MS=raw)
+    options = settings_from_environment(env)["broker_transport_options"]
+    assert options["amply_receive_fill_seconds"] == seconds
+
+
 def test_celery_settings_follow_the_contract() -> None:
     conf = settings_from_environment(contract(AMPLY_SQS_ENDPOINT="http://127.0.0.1:5000"))
     options = conf["broker_transport_options"]
