@@ -118,7 +118,9 @@ def container_definitions(
             "command": worker_command(group),
             "environment": [
                 {"name": k, "value": v}
-                for k, v in sorted(worker_environment(settings, queues_json).items())
+                for k, v in sorted(
+                    (worker_environment(settings, queues_json) | group.environment()).items()
+                )
             ],
             "secrets": [
                 {"name": k, "valueFrom": v} for k, v in sorted(worker_secrets(settings).items())

@@ -48,6 +48,8 @@ class WorkerProcess:
 
     def start(self, env: dict[str, str], hostname: str) -> None:
         self._log = self.log_path.open("ab")
+        # The group's own contract variables (as on ECS), unless the developer set them.
+        env = self.group.environment() | env
         self.proc = subprocess.Popen(
             worker_command(self.group, hostname), env=env, stdout=self._log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,

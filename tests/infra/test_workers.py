@@ -135,6 +135,7 @@ def test_environment_is_the_contract_and_urls_come_from_the_queue_outputs(
             },
             "AWS_REGION": REGION,
             "REMAP_SIGTERM": "SIGQUIT",
+            "AMPLY_SQS_RECEIVE_FILL_MS": "20",  # the group's, by default
         }
 
 
@@ -543,9 +544,11 @@ def test_topology_is_settings_a_group_for_high_alone_on_arm_with_spot() -> None:
     base = load_stack("prod")
     solo = WorkerGroupSettings(name="urgent", queues=("high",), concurrency=8, cpu=2048,
                                memory=4096, architecture="ARM64", min_capacity=3,
-                               max_capacity=30, spot=True)  # fmt: skip
+                               max_capacity=30, spot=True, receive_fill_ms=0)  # fmt: skip
     built = build(replace(base, worker_groups=(*base.worker_groups, solo)))
     c = built.container("urgent")
+    # Webhooks alone, latency first: receive at once, not waiting to fill every slot.
+    assert {"name": "AMPLY_SQS_RECEIVE_FILL_MS", "value": "0"} in c["environment"]
     assert c["command"] == ["celery", "-A", "jobs.celery_app", "worker", "-Q", "high", "-c", "8",
                             "--loglevel=info"]  # fmt: skip
     td = built.inputs(TASK_DEF, "worker-urgent")
