@@ -129,11 +129,6 @@ INVALID: list[tuple[str, Mutation, str]] = [
     ),
     ("fargate cpu", setter("workerGroups", (0, "cpu"), 300), "workerGroups[0].cpu"),
     (
-        "receive fill over a second",
-        setter("workerGroups", (1, "receiveFillMs"), 1_500),
-        "workerGroups[1].receiveFillMs",
-    ),
-    (
         "fargate memory for cpu",
         setter("workerGroups", (1, "memory"), 4_096),
         "workerGroups[1].memory",
@@ -152,6 +147,11 @@ INVALID: list[tuple[str, Mutation, str]] = [
         "dlq.messageRetentionSeconds",
     ),
     ("protect not a boolean", top("protect", "yes"), "protect"),
+    (
+        "receive fill over a second",
+        setter("workerGroups", (1, "receiveFillMs"), 1_500),
+        "workerGroups[1].receiveFillMs",
+    ),
 ]
 
 
