@@ -206,6 +206,30 @@ def test_a_task_ending_in_the_soft_phase_is_deleted_once_and_the_worker_exits_th
     assert "soft_shutdown_done" in log and "cancelled=0" in log, log[-2000:]
 
 
+def test_a_second_sigterm_in_the_soft_phase_cancels_and_hands_the_message_back(
+    runtime_factory: Any,
+) -> None:
+    """An operator who cannot wait out the soft phase sends SIGTERM again: the running task
+    is cancelled, its message is visible again at once, and the worker exits."""
+    runtime: Runtime = runtime_factory(tiers=SLOW_TIERS)
+    url = runtime.stack.queues["celery"]
+    runtime.app.send_task("amply.tests.sleep", args=[runtime.run, "t", 30])
+    env = {**runtime.env, "AMPLY_SOFT_SHUTDOWN_SECONDS": "60"}
+    with run_worker(env, queues=["celery"]) as worker:
+        runtime.wait_for("the task to start", lambda: runtime.redis.hget(
+            f"amply-tests:{runtime.run}:started", "t"))  # fmt: skip
+        worker.signal(signal.SIGTERM)
+        worker.wait_for_log("soft_shutdown_started")
+        worker.signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        assert worker.wait(30) is not None
+    exited = time.monotonic() - stopped_at
+    print(f"\nsecond SIGTERM: worker exited {exited:.1f}s after it")
+    assert exited < 15  # not the 60 s soft phase, nor the 30 s task
+    assert runtime.runs() == {}
+    runtime.wait_for("the message back", lambda: counts(runtime, url) == (1, 0), timeout=5)
+
+
 def test_deletes_a_batch_refuses_are_retried_once(runtime: Runtime) -> None:
     refused: set[str] = set()
 
