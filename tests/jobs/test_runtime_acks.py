@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ import pytest
 from jobs.bulk import enqueue_many
 from jobs.transport import ACK_BATCH
 from tests.support.runtime import Runtime, fast_tiers, runtime, runtime_factory
-from tests.support.workers import run_worker
+from tests.support.workers import WorkerProcess, run_worker
 
 __all__ = ["runtime", "runtime_factory"]
 
@@ -40,6 +42,19 @@ def counts(runtime: Runtime, url: str) -> tuple[int, int]:
     return int(attrs["ApproximateNumberOfMessages"]), int(
         attrs["ApproximateNumberOfMessagesNotVisible"]
     )
+
+
+@contextmanager
+def running_sleep_task(
+    runtime: Runtime, seconds: float, soft_shutdown_seconds: int = 5
+) -> Iterator[WorkerProcess]:
+    """A worker on ``celery`` (one process) with a ``seconds``-long task started on it."""
+    runtime.app.send_task("amply.tests.sleep", args=[runtime.run, "t", seconds])
+    env = {**runtime.env, "AMPLY_SOFT_SHUTDOWN_SECONDS": str(soft_shutdown_seconds)}
+    with run_worker(env, queues=["celery"]) as worker:
+        runtime.wait_for("the task to start", lambda: runtime.redis.hget(
+            f"amply-tests:{runtime.run}:started", "t"))  # fmt: skip
+        yield worker
 
 
 @pytest.mark.parametrize("batching", ["1", "0"], ids=["batched", "stock"])
@@ -160,10 +175,7 @@ def test_sigterm_gives_running_tasks_the_soft_shutdown_then_releases_them(
     SIGKILL either way."""
     runtime: Runtime = runtime_factory(tiers=SLOW_TIERS)
     url = runtime.stack.queues["celery"]
-    runtime.app.send_task("amply.tests.sleep", args=[runtime.run, "t", seconds])
-    with run_worker(runtime.env, queues=["celery"]) as worker:
-        runtime.wait_for("the task to start", lambda: runtime.redis.hget(
-            f"amply-tests:{runtime.run}:started", "t"))  # fmt: skip
+    with running_sleep_task(runtime, seconds) as worker:
         worker.signal(signal.SIGTERM)
         stopped_at = time.monotonic()
         assert worker.wait(60) is not None
@@ -191,11 +203,7 @@ def test_a_task_ending_in_the_soft_phase_is_deleted_once_and_the_worker_exits_th
     the event loop running: the task is deleted once and the worker exits when it ends."""
     runtime: Runtime = runtime_factory(tiers=SLOW_TIERS)
     url = runtime.stack.queues["celery"]
-    runtime.app.send_task("amply.tests.sleep", args=[runtime.run, "t", 2])
-    env = {**runtime.env, "AMPLY_SOFT_SHUTDOWN_SECONDS": "30"}
-    with run_worker(env, queues=["celery"]) as worker:
-        runtime.wait_for("the task to start", lambda: runtime.redis.hget(
-            f"amply-tests:{runtime.run}:started", "t"))  # fmt: skip
+    with running_sleep_task(runtime, 2, soft_shutdown_seconds=30) as worker:
         worker.signal(signal.SIGTERM)
         stopped_at = time.monotonic()
         assert worker.wait(60) is not None
@@ -216,11 +224,7 @@ def test_a_second_sigterm_in_the_soft_phase_cancels_and_hands_the_message_back(
     is cancelled, its message is visible again at once, and the worker exits."""
     runtime: Runtime = runtime_factory(tiers=SLOW_TIERS)
     url = runtime.stack.queues["celery"]
-    runtime.app.send_task("amply.tests.sleep", args=[runtime.run, "t", 30])
-    env = {**runtime.env, "AMPLY_SOFT_SHUTDOWN_SECONDS": "60"}
-    with run_worker(env, queues=["celery"]) as worker:
-        runtime.wait_for("the task to start", lambda: runtime.redis.hget(
-            f"amply-tests:{runtime.run}:started", "t"))  # fmt: skip
+    with running_sleep_task(runtime, 30, soft_shutdown_seconds=60) as worker:
         worker.signal(signal.SIGTERM)
         worker.wait_for_log("soft_shutdown_started")
         worker.signal(signal.SIGTERM)
