@@ -257,17 +257,20 @@ class _Running:
 
 def _print_partial(demo: Demo | None, console: Console) -> None:
     """The demo's figures so far, printed while everything still runs (Redis, the receiver).
-    A second Ctrl-C (or SIGTERM) cuts only this short; the stop still follows."""
+    Further Ctrl-C/SIGTERM are ignored by then (see run): it takes a moment, then the stop."""
     if demo is None or not demo.sent:
         return  # nothing sent yet: no figures to give
     console.print()
     try:
         demo.summarize_partial(console)
-    except KeyboardInterrupt:
-        console.print("second interrupt: partial summary cut short")
     except redis.RedisError as exc:
         # An external Redis gone away must not keep the stack from stopping.
         console.print(f"no partial summary: Redis does not answer ({escape(str(exc))})")
+
+
+def _ignore_stop_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def run(options: DevOptions, console: Console) -> int:
@@ -286,18 +289,20 @@ def run(options: DevOptions, console: Console) -> int:
             try:
                 return _run(options, settings, effective, log_dir, stack, console, running)
             except KeyboardInterrupt:
+                # From the first interrupt on, a second one is ignored: raised asynchronously it
+                # could land anywhere, a garbage collector's finalizer included (seen in CI: a
+                # traceback in the output). The figures take a moment, then the stop follows.
+                _ignore_stop_signals()
                 _print_partial(running.demo, console)
                 console.print("interrupted: stopping everything")
                 return 130
             finally:
-                # Before the stack unwinds: a second Ctrl-C (or SIGTERM) while stopping is
-                # ignored, so that the stop is never cut half-way and nothing is left behind.
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                # Before the stack unwinds: a Ctrl-C (or SIGTERM) while stopping is ignored, so
+                # that the stop is never cut half-way and nothing is left behind.
+                _ignore_stop_signals()
     except KeyboardInterrupt:
-        # A second interrupt just after the partial summary, before the signals were ignored:
-        # the stack has unwound all the same (the finally above ran first); still 130, not
-        # click's "Aborted!".
+        # A second interrupt in the instant before the signals were ignored: the stack has
+        # unwound all the same (the finally above ran first); still 130, not click's "Aborted!".
         return 130
     finally:
         signal.signal(signal.SIGINT, previous)
