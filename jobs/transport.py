@@ -41,6 +41,7 @@ from amqp.protocol import queue_declare_ok_t
 from kombu.transport import SQS, virtual
 from vine import promise
 
+from jobs.config import DEFAULT_RECEIVE_FILL_MS
 from jobs.errors import PayloadTooLarge
 from jobs.logging import get_logger
 from jobs.sqs_batch import (
@@ -60,10 +61,10 @@ __all__ = ["ACK_BATCH", "SQS_MAX_BYTES", "Channel", "QoS", "Transport"]
 
 log = get_logger("amply.jobs.transport")
 
-# How long free slots of a busy queue wait for the others, by default: about one SQS round
-# trip in a region, the latency a second receive would cost anyway. Transport option
-# amply_receive_fill_seconds (AMPLY_SQS_RECEIVE_FILL_MS) sets it per worker.
-RECEIVE_COALESCE_SECONDS = 0.02
+# How long free slots of a busy queue wait for the others when the transport option
+# amply_receive_fill_seconds (from AMPLY_SQS_RECEIVE_FILL_MS) is not given: the contract's
+# default, about one in-region SQS round trip.
+RECEIVE_COALESCE_SECONDS = DEFAULT_RECEIVE_FILL_MS / 1000
 
 
 class QoS(SQS.QoS):
@@ -213,7 +214,7 @@ class Channel(SQS.Channel):
     # messages: on a busy queue each receive then asks for the one or two slots that just
     # freed (~2 messages per receive, measured). Here a queue with a backlog (its last
     # receive brought messages) and only part of its slots free waits for the rest to free,
-    # at most RECEIVE_COALESCE_SECONDS, so that one receive fills every slot: 4 messages
+    # at most receive_fill_seconds, so that one receive fills every slot: 4 messages
     # per receive with -c 4, the floor prefetch multiplier 1 allows (bench/consume.py).
     # An idle queue (last receive empty) is polled at once, as in kombu: no added latency.
 
