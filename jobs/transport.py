@@ -35,6 +35,7 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
 
 from __future__ import annotations
 
+from time import monotonic
 from typing import Any
 
 from amqp.protocol import queue_declare_ok_t
@@ -61,6 +62,20 @@ __all__ = ["ACK_BATCH", "SQS_MAX_BYTES", "Channel", "QoS", "Transport"]
 
 log = get_logger("amply.jobs.transport")
 
+# The wait of a receive when the worker has fewer prefetch slots than queues (see _wait_seconds).
+SHARED_SLOT_WAIT_SECONDS = 1
+# How long past its wait a receive's promised slots stay promised without an answer: the
+# boto3/curl read timeout of kombu's async client is well below this.
+RECEIVE_GRACE = 30
+SQS_MAX_MESSAGES = 10
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: the exception's type and the start of its message."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
+
+
 # How long free slots of a busy queue wait for the others when the transport option
 # amply_receive_fill_seconds (from AMPLY_SQS_RECEIVE_FILL_MS) is not given: the contract's
 # default, about one in-region SQS round trip.
@@ -85,6 +100,7 @@ class Channel(SQS.Channel):
     _acks: dict[str, list[Handle]] | None = None  # queue URL -> acks not yet deleted
     _ack_timer: Any = None
     _releases: dict[str, list[Handle]] | None = None  # queue URL -> to make visible
+    _receiving: dict[str, tuple[int, float]] | None = None  # queue -> (slots asked, until)
 
     @property
     def batch_acks(self) -> bool:
@@ -134,14 +150,26 @@ class Channel(SQS.Channel):
         urls = [only] if only is not None else list(self._acks)
         for url in urls:
             handles = self._acks.pop(url, [])
-            if not handles:
-                continue
-            for queue, group in by_queue(handles).items():
-                failed = send_handles(self.sqs(queue=queue), "delete_message_batch", url, group, {})
-                for handle, code in failed:
-                    # Not deleted: SQS delivers it again after its visibility timeout.
-                    log.error("ack_delete_failed", queue_url=url, message_id=handle.message_id,
-                              code=code)  # fmt: skip
+            for handle, code in self._send_handles(url, handles, "delete_message_batch", {}):
+                # Not deleted: SQS delivers it again after its visibility timeout.
+                log.error("ack_delete_failed", queue_url=url, message_id=handle.message_id,
+                          code=code)  # fmt: skip
+
+    def _send_handles(self, url: str, handles: list[Handle], call: str,
+                      extra: dict[str, Any]) -> list[tuple[Handle, str]]:  # fmt: skip
+        """``call`` for ``handles`` of the queue at ``url``; returns the entries that failed,
+        with a reason. Any error (an unknown queue name, a client that cannot be built, a
+        refused request) stays with the entries it concerns: the other groups still go."""
+        failed: list[tuple[Handle, str]] = []
+        for queue, group in by_queue(handles).items():
+            try:
+                client = self.sqs(queue=queue)
+                if call == "change_message_visibility_batch":
+                    client = self._new_release_client(client)
+                failed += send_handles(client, call, url, group, extra)
+            except Exception as exc:
+                failed += [(h, type(exc).__name__) for h in group]
+        return failed
 
     # -- release at shutdown: ChangeMessageVisibilityBatch, visibility 0 -------------------
 
@@ -169,39 +197,34 @@ class Channel(SQS.Channel):
         for url, handles in releases.items():
             self._release_handles(url, handles)
 
-    def _release_handles(self, url: str, handles: list[Handle]) -> None:
-        for queue, group in by_queue(handles).items():
-            try:
-                client = self._new_release_client(self.sqs(queue=queue))
-            except Exception as exc:  # an unknown queue name: leave them to the timeout
-                log.warning("release_failed", queue_url=url, count=len(group), error=repr(exc))
-                continue
-            extra = {"VisibilityTimeout": 0}
-            failed = send_handles(client, "change_message_visibility_batch", url, group, extra)
-            for handle, code in failed:
-                # Still invisible: it comes back after its visibility timeout, delayed only.
-                log.warning("release_failed", queue_url=url, message_id=handle.message_id,
-                            code=code)  # fmt: skip
-        log.info("messages_released", queue_url=url, count=len(handles))
+    def _release_handles(self, url: str, handles: list[Handle], reason: str = "shutdown") -> None:
+        failed = self._send_handles(url, handles, "change_message_visibility_batch",
+                                    {"VisibilityTimeout": 0})  # fmt: skip
+        for handle, code in failed:
+            # Still invisible: it comes back after its visibility timeout, delayed only.
+            log.warning("release_failed", queue_url=url, message_id=handle.message_id,
+                        code=code)  # fmt: skip
+        log.info("messages_released", queue_url=url, reason=reason,
+                 count=len(handles) - len(failed), failed=len(failed))  # fmt: skip
 
-    def _release_messages(self, queue: str, qname: str, messages: list[dict[str, Any]]) -> None:
-        if not self.batch_acks:
-            return super()._release_messages(queue, qname, messages)
+    def _release_messages(self, queue: str, qname: str, messages: list[dict[str, Any]],
+                          reason: str = "consumer gone") -> None:  # fmt: skip
         handles = [
             Handle(self.canonical_queue_name(qname), m["ReceiptHandle"], m.get("MessageId"))
             for m in messages
         ]
-        self._release_handles(queue, handles)
-        return None
+        self._release_handles(queue, handles, reason)
 
     def close(self) -> None:
-        if not self.closed:
-            # Acked messages are deleted before the rest is released: never both.
-            if self._ack_timer is not None:
-                self._ack_timer.cancel()
-                self._ack_timer = None
-            self._flush_acks()
-        super().close()
+        try:
+            if not self.closed:
+                # Acked messages are deleted before the rest is released: never both.
+                if self._ack_timer is not None:
+                    self._ack_timer.cancel()
+                    self._ack_timer = None
+                self._flush_acks()
+        finally:
+            super().close()  # releases what was received and not finished, whatever happened
 
     # -- consuming: poll again as soon as a prefetch slot frees ---------------------------
     # kombu polls a queue whose prefetch slots are all taken again only after
@@ -218,19 +241,70 @@ class Channel(SQS.Channel):
     # per receive with -c 4, the floor prefetch multiplier 1 allows (bench/consume.py).
     # An idle queue (last receive empty) is polled at once, as in kombu: no added latency.
 
+    def _slots(self) -> tuple[int | None, int]:
+        """(prefetch slots holding no message, or None when unlimited; slots promised to
+        receives still in flight). A receive's promise lasts until its response is handled,
+        or at the latest until the long poll must have ended (a lost response frees it)."""
+        free = self.qos.can_consume_max_estimate()
+        now = monotonic()
+        promised = sum(n for n, until in (self._receiving or {}).values() if until > now)
+        return free, promised
+
     def _schedule_queue(self, queue: str, coalesced: bool = False) -> None:
         if queue not in self._active_queues:
             return
-        if not self.qos.can_consume():
+        free, promised = self._slots()
+        available = None if free is None else free - promised
+        if available is not None and available <= 0:
+            # Every free slot is promised to a receive in flight (or none is free): asking
+            # now could bring messages that wait, unstarted, while their visibility runs.
             self._park(queue, self.connection.polling_interval)
             return
-        full = self.qos.prefetch_count or 0
-        free = self.qos.can_consume_max_estimate() or 0
+        full = (self.qos.prefetch_count or 0) - promised
         fill = self.receive_fill_seconds
-        if not coalesced and fill and full and free < full and queue in (self._backlog or ()):
+        busy = queue in (self._backlog or ())
+        if not coalesced and fill and available is not None and available < full and busy:
             self._park(queue, fill)
             return
-        self._get_bulk_async(queue, callback=promise(self._loop1, (queue,)))
+        self._receive(queue, self._ask(queue, available, busy))
+
+    def _ask(self, queue: str, available: int | None, busy: bool) -> int:
+        """How many messages a receive on ``queue`` asks for. A queue with a backlog takes
+        every available slot. An idle queue's long poll may stay open for its whole wait, and
+        its slots are promised meanwhile: among several queues it asks for its share, so that
+        the others (not receiving yet) can still poll."""
+        if available is None:
+            return SQS_MAX_MESSAGES
+        if busy:
+            return min(available, SQS_MAX_MESSAGES)
+        receiving = self._receiving or {}
+        others = [q for q in self._active_queues if q != queue and q not in receiving]
+        return min(max(1, available // (len(others) + 1)), SQS_MAX_MESSAGES)
+
+    def _receive(self, queue: str, count: int) -> None:
+        if self._receiving is None:
+            self._receiving = {}
+        # The promise outlives the long poll by the client's read timeout at most.
+        self._receiving[queue] = (count, monotonic() + self._wait_seconds() + RECEIVE_GRACE)
+        try:
+            self._get_async(queue, count, callback=promise(self._loop1, (queue,)))
+        except BaseException:
+            self._receiving.pop(queue, None)
+            raise
+
+    def _wait_seconds(self) -> int:
+        # With fewer slots than queues, a long poll holding the last slot would keep the
+        # other queues from polling for its whole wait: short waits take turns instead.
+        slots = self.qos.prefetch_count or 0
+        if slots and slots < len(self._active_queues):
+            return SHARED_SLOT_WAIT_SECONDS
+        return int(self.wait_time_seconds)
+
+    def _get_from_sqs(self, queue_name: str, queue_url: str, connection: Any, count: int = 1,
+                      callback: Any = None) -> Any:  # fmt: skip
+        return connection.receive_message(queue_name, queue_url, number_messages=count,
+                                          wait_time_seconds=self._wait_seconds(),
+                                          callback=callback)  # fmt: skip
 
     def _park(self, queue: str, resume_after: float) -> None:
         # Each park has its number: a timer resumes only the park it was set for, never a
@@ -253,9 +327,11 @@ class Channel(SQS.Channel):
         if self._parked and self.hub is not None:
             # All slots free: poll now. Some still taken: give the other processes a moment
             # to finish too (once per park), so that one receive fetches for several.
-            free = self.qos.can_consume_max_estimate() or 0
-            all_free = free >= (self.qos.prefetch_count or 1)
-            for queue, park in list(self._parked.items()):
+            free, promised = self._slots()
+            all_free = free is None or free - promised >= (self.qos.prefetch_count or 1) - promised
+            # In the worker's queue order (-Q), so that the first queue asks first.
+            order = {q: i for i, q in enumerate(self._active_queues)}
+            for queue, park in sorted(self._parked.items(), key=lambda p: order.get(p[0], 0)):
                 if all_free:
                     self.hub.call_soon(self._unpark, queue, park)
                 elif park not in self._waiting:
@@ -269,18 +345,70 @@ class Channel(SQS.Channel):
     # inside the promise chain, which ends the queue's polling chain: after the endpoint is
     # back the worker never receives again, silently (tests/reliability/
     # test_broker_outage.py). Such a poll is an empty one: the chain polls again.
+    #
+    # -- consuming: one message at a time ------------------------------------------------
+    # Each message is converted and handed to the consumer on its own. Whatever one message
+    # raises (a body that decodes to an envelope of the wrong shape, a field of the wrong
+    # type at any depth, a consumer that fails on it) is caught here, logged with its id and
+    # left to SQS: not deleted, its slot freed, redelivered after its visibility timeout and
+    # moved intact to the DLQ by the redrive policy. The rest of the receive, the event loop
+    # and every other message's ack go on (kombu would end the worker: "Unrecoverable
+    # error").
 
     def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> int:
+        if self._receiving:
+            self._receiving.pop(qname, None)
+        try:
+            return self._handle_receive(queue, qname, messages)
+        finally:
+            self._slot_freed()  # a promise ended: slots it held and did not fill are free
+
+    def _handle_receive(self, queue: str, qname: str, messages: Any) -> int:
         if not isinstance(messages, dict):
             log.warning("sqs_receive_failed", queue=qname, action="polling again")
             return 0
+        msgs = messages.get("Messages") or []
         if self._backlog is None:
             self._backlog = set()
-        if messages.get("Messages"):
+        if msgs:
             self._backlog.add(qname)
         else:
             self._backlog.discard(qname)
-        return int(super()._on_messages_ready(queue, qname, messages))
+            return 0
+        callback = self.connection._callbacks.get(qname)
+        if callback is None:
+            # The consumer is gone (shutdown): nothing of this receive may start here.
+            self._release_messages(queue, qname, msgs)
+            return 0
+        free, promised = self._slots()
+        if free is not None and len(msgs) > free - promised:
+            keep = max(free - promised, 0)
+            self._release_messages(queue, qname, msgs[keep:], reason="surplus")
+            msgs = msgs[:keep]
+        for msg in msgs:
+            self._deliver_one(msg, queue, qname, callback)
+        return len(msgs)
+
+    def _deliver_one(self, msg: Any, queue: str, qname: str, callback: Any) -> None:
+        try:
+            callback(self._message_to_python(msg, qname, queue))
+        except Exception as exc:
+            receipt = msg.get("ReceiptHandle") if isinstance(msg, dict) else None
+            log.error("message_set_aside", queue=qname,
+                      message_id=msg.get("MessageId") if isinstance(msg, dict) else None,
+                      reason=_reason(exc),
+                      action="left to SQS: redelivered, then moved to the DLQ")  # fmt: skip
+            if receipt is not None and receipt in self.qos._delivered:
+                # Its slot is freed without a request: nothing is deleted or released.
+                virtual.Channel.basic_ack(self, receipt)
+
+    def _message_to_python(self, message: Any, queue_name: str, q_url: str) -> Any:
+        payload = super()._message_to_python(message, queue_name, q_url)
+        # The queue it was received from, not the routing key its producer wrote: kombu
+        # picks the SQS client (acks, rejects) by this name, and a name the worker does not
+        # know failed every ack buffered with it.
+        payload["properties"]["delivery_info"]["routing_key"] = queue_name
+        return payload
 
     def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         try:

@@ -19,6 +19,7 @@ from billiard.common import REMAP_SIGTERM
 from billiard.process import current_process
 from celery import platforms, signals
 from celery.apps import worker as celery_worker
+from celery.exceptions import NotRegistered
 from celery.platforms import EX_FAILURE
 from celery.utils.log import get_logger as celery_logger
 from celery.utils.log import in_sighandler
@@ -33,15 +34,53 @@ log = get_logger("amply.jobs.worker")
 _celery_log = celery_logger(__name__)
 
 
+def _where(message: Any) -> dict[str, Any]:
+    """The message's SQS id and the queue it came from, for a log line."""
+    info = message.delivery_info if isinstance(message.delivery_info, dict) else {}
+    sqs_message = info.get("sqs_message")
+    if not isinstance(sqs_message, dict):
+        sqs_message = {}
+    return {"message_id": sqs_message.get("MessageId"), "queue": info.get("routing_key")}
+
+
+LEFT_TO_DLQ = "rejected, left to SQS: redelivered, then moved to the DLQ"
+
+
 class Consumer(CeleryConsumer):
+    """Every message the worker cannot run is *rejected*, never acknowledged: on an SQS
+    queue with a redrive policy kombu leaves it to SQS, which moves it intact to the DLQ
+    after ``maxReceiveCount`` receives. One structured line each, with the message's id;
+    stock Celery logs multi-line dumps, and "Received and deleted unknown message" for a
+    message it did not delete."""
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        log.error(
-            "message_undecodable",
-            error=repr(exc)[:300],
-            content_type=message.content_type,
-            action="rejected, left to the DLQ",
-        )
+        log.error("message_undecodable", **_where(message), error=repr(exc)[:300],
+                  content_type=message.content_type, action=LEFT_TO_DLQ)  # fmt: skip
         message.reject_log_error(_celery_log, self.connection_errors)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        log.error("message_not_a_task", **_where(message), action=LEFT_TO_DLQ)
+        message.reject_log_error(_celery_log, self.connection_errors)
+        signals.task_rejected.send(sender=self, message=message, exc=None)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        task, task_id = headers.get("task"), headers.get("id")
+        log.error("task_unknown", **_where(message), task=str(task)[:200], task_id=task_id,
+                  action=LEFT_TO_DLQ)  # fmt: skip
+        message.reject_log_error(_celery_log, self.connection_errors)
+        if isinstance(task_id, str) and not self.app.conf.task_ignore_result:
+            # Whoever waits on the result learns why; a backend that fails here must not
+            # stop the worker (the message is already rejected).
+            try:
+                self.app.backend.mark_as_failure(task_id, NotRegistered(str(task)))
+            except Exception as error:
+                log.warning("result_not_stored", task_id=task_id, error=repr(error)[:200])
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        log.error("task_invalid", **_where(message), error=repr(exc)[:300], action=LEFT_TO_DLQ)
+        message.reject_log_error(_celery_log, self.connection_errors)
+        signals.task_rejected.send(sender=self, message=message, exc=exc)
 
 
 def _min(a: float | None, b: float | None) -> float | None:
