@@ -215,6 +215,20 @@ class Channel(SQS.Channel):
         ]
         self._release_handles(queue, handles, reason)
 
+    def release_now(self, message: Any, reason: str) -> None:
+        """Make one received, unstarted message visible again at once and free its slot
+        (the worker's soft shutdown, for what it will not start)."""
+        info = message.delivery_info or {}
+        sqs_message, url = info.get("sqs_message"), info.get("sqs_queue")
+        if not (isinstance(sqs_message, dict) and url):
+            return
+        if message.delivery_tag in self.qos._delivered:
+            virtual.Channel.basic_ack(self, message.delivery_tag)  # local: not deleted
+        rk = info.get("routing_key")
+        handle = Handle(self.canonical_queue_name(rk) if rk else None,
+                        sqs_message["ReceiptHandle"], sqs_message.get("MessageId"))  # fmt: skip
+        self._release_handles(url, [handle], reason)
+
     def close(self) -> None:
         try:
             if not self.closed:
@@ -270,16 +284,15 @@ class Channel(SQS.Channel):
 
     def _ask(self, queue: str, available: int | None, busy: bool) -> int:
         """How many messages a receive on ``queue`` asks for. A queue with a backlog takes
-        every available slot. An idle queue's long poll may stay open for its whole wait, and
-        its slots are promised meanwhile: among several queues it asks for its share, so that
-        the others (not receiving yet) can still poll."""
+        every available slot. An idle queue's long poll may stay open for its whole wait
+        with its slots promised: among several queues it asks for one message (a long poll
+        answers as soon as one arrives; the next receive, on a backlog, takes the rest), so
+        that the other queues keep slots to poll with."""
         if available is None:
             return SQS_MAX_MESSAGES
-        if busy:
+        if busy or len(self._active_queues) == 1:
             return min(available, SQS_MAX_MESSAGES)
-        receiving = self._receiving or {}
-        others = [q for q in self._active_queues if q != queue and q not in receiving]
-        return min(max(1, available // (len(others) + 1)), SQS_MAX_MESSAGES)
+        return 1
 
     def _receive(self, queue: str, count: int) -> None:
         if self._receiving is None:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import sys
+from collections import deque
 import time
 from functools import partial
 from typing import Any
@@ -145,6 +146,7 @@ class SoftShutdown:
         self.running_at_start = len(state.active_requests)
         self._timer: Any = None
         self._done = False
+        self.released = 0
 
     def begin(self) -> None:
         worker = self.worker
@@ -160,6 +162,9 @@ class SoftShutdown:
         if consumer.task_consumer:
             ignore_errors(consumer, consumer.task_consumer.cancel)
         hub = getattr(worker, "hub", None)
+        if hub is not None:
+            # On the loop, not in the signal handler: the pool's buffer is the loop's.
+            hub.call_soon(self._release_unstarted)
         if self.timeout > 0 and state.active_requests and hub is not None:
             log.warning("soft_shutdown_started", running=self.running_at_start,
                         timeout_seconds=self.timeout)  # fmt: skip
@@ -168,6 +173,32 @@ class SoftShutdown:
         if hub is None:  # no event loop to keep running: Celery's own wait
             worker.wait_for_soft_shutdown()
         self.finish()
+
+    def _release_unstarted(self) -> None:
+        """Requests received but not handed to a pool process never start here: they leave
+        the worker's queue for a free process (the pool semaphore's waiters) or the pool's
+        outbound buffer, and their messages are made visible at once, for another worker.
+        A job already written to a process is left to run."""
+        waiters = getattr(getattr(self.worker, "semaphore", None), "_waiting", None) or deque()
+        for entry in list(waiters):
+            request = entry[1][0] if entry[1] else None
+            if isinstance(request, Request) and request not in state.active_requests:
+                waiters.remove(entry)
+                self._release(request)
+        pool = getattr(self.worker.consumer.pool, "_pool", None)
+        outbound = getattr(pool, "outbound_buffer", None) or deque()
+        jobs = {job.correlation_id: job for job in list(outbound)}
+        for request in list(state.reserved_requests):
+            job = jobs.get(request.id)
+            if job is not None and request not in state.active_requests:
+                outbound.remove(job)
+                job.discard()
+                self._release(request)
+
+    def _release(self, request: Request) -> None:
+        state.task_ready(request)
+        request.message.channel.release_now(request.message, "soft shutdown: not started")
+        self.released += 1
 
     def _tick(self) -> None:
         timed_out = time.monotonic() - self.started >= self.timeout
@@ -184,7 +215,8 @@ class SoftShutdown:
         running = len(state.active_requests)
         consumer.cancel_active_requests()  # their messages are released when the channel closes
         log.info("soft_shutdown_done", waited_seconds=round(time.monotonic() - self.started, 2),
-                 finished=max(self.running_at_start - running, 0), cancelled=running)  # fmt: skip
+                 finished=max(self.running_at_start - running, 0), cancelled=running,
+                 released=self.released)  # fmt: skip
         state.should_terminate = EX_FAILURE  # as Celery's cold shutdown exits
         if consumer.pool:
             consumer.pool.stop()  # lets tasks that succeeded meanwhile run on_success

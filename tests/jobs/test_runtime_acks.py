@@ -5,6 +5,7 @@ most the acks that were still buffered."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -235,6 +236,36 @@ def test_a_second_sigterm_in_the_soft_phase_cancels_and_hands_the_message_back(
     assert exited < 15  # not the 60 s soft phase, nor the 30 s task
     assert runtime.runs() == {}
     runtime.wait_for("the message back", lambda: counts(runtime, url) == (1, 0), timeout=5)
+
+
+def test_the_soft_phase_starts_nothing_new_and_releases_what_waits_at_once(
+    runtime_factory: Any,
+) -> None:
+    """One process, two prefetch slots: a 3 s task runs and a second task waits, received,
+    for the process. SIGTERM: the waiting one never starts here, its message is visible
+    again at once (long before the 60 s visibility timeout), the running one finishes and is
+    deleted once, and the worker's log counts what happened."""
+    runtime: Runtime = runtime_factory(tiers=SLOW_TIERS)
+    url = runtime.stack.queues["celery"]
+    runtime.app.send_task("amply.tests.sleep", args=[runtime.run, "running", 3])
+    runtime.app.send_task("amply.tests.sleep", args=[runtime.run, "waiting", 0])
+    env = {**runtime.env, "AMPLY_SOFT_SHUTDOWN_SECONDS": "30"}
+    with run_worker(env, queues=["celery"], extra_args=["--prefetch-multiplier", "2"]) as worker:
+        runtime.wait_for("both received", lambda: counts(runtime, url) == (0, 2))
+        worker.signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        runtime.wait_for("the waiting message back", lambda: counts(runtime, url)[0] == 1,
+                         timeout=5)  # fmt: skip
+        back = time.monotonic() - stopped_at
+        assert worker.wait(30) is not None
+        log = worker.log()
+    print(f"\nsoft phase: the unstarted message visible again {back:.1f}s after SIGTERM")
+    started = runtime.redis.hgetall(f"amply-tests:{runtime.run}:started")
+    assert {k.decode() for k in started} == {"running"}, "a task started in the soft phase"
+    assert runtime.runs() == {"running": 1}
+    assert counts(runtime, url) == (1, 0)
+    assert len(deleted_handles(runtime)) == 1
+    assert re.search(r"soft_shutdown_done .*finished=1 cancelled=0 released=1", log), log[-3000:]
 
 
 def test_deletes_a_batch_refuses_are_retried_once(runtime: Runtime) -> None:
