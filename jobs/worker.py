@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 import sys
-from collections import deque
 import time
+from collections import deque
 from functools import partial
 from typing import Any
 

@@ -109,6 +109,7 @@ class Delivery:
         consumer = Consumer(self.handed_on.append, app=runtime.app, hostname="edges@test",
                             pool=TaskPool(), timer=Timer(), controller=controller)  # fmt: skip
         consumer.event_dispatcher = runtime.app.events.Dispatcher(self.conn, enabled=False)
+
         @runtime.app.task(name="amply.tests.record")
         def record(run: str, token: str, payload: Any = None) -> str:  # never run here
             return token
