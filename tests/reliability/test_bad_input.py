@@ -111,9 +111,9 @@ def test_wrong_argument_types_for_the_production_tasks_reach_the_dlq_intact(
           f"then dead-lettered byte for byte; 10 good tasks ran after them")  # fmt: skip
 
 
-def _envelope(body: bytes, content_type: str, encoding: str = "utf-8") -> str:
-    """A kombu SQS body around ``body``, as kombu's transport would send it."""
-    envelope: dict[str, Any] = {
+def _envelope_dict(body: bytes, content_type: str, encoding: str = "utf-8") -> dict[str, Any]:
+    """A kombu SQS envelope around ``body``, as kombu's transport would send it."""
+    return {
         "body": base64.b64encode(body).decode(),
         "content-encoding": encoding,
         "content-type": content_type,
@@ -123,7 +123,111 @@ def _envelope(body: bytes, content_type: str, encoding: str = "utf-8") -> str:
                        "routing_key": "celery"}, "delivery_mode": 2, "priority": 0,
                        "delivery_tag": str(uuid.uuid4())},
     }  # fmt: skip
+
+
+def _encode(envelope: dict[str, Any]) -> str:
     return base64.b64encode(json.dumps(envelope).encode()).decode()
+
+
+def _envelope(body: bytes, content_type: str, encoding: str = "utf-8") -> str:
+    return _encode(_envelope_dict(body, content_type, encoding))
+
+
+def _record(runtime: Runtime, token: str, **changes: Any) -> dict[str, Any]:
+    """A real amply.tests.record envelope, with ``changes`` applied (dotted keys)."""
+    envelope = _envelope_dict(json.dumps([[runtime.run, token], {}, {}]).encode(),
+                              "application/json")  # fmt: skip
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = envelope
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return envelope
+
+
+def test_malformed_envelopes_among_good_tasks_reach_the_dlq_and_nothing_else_is_touched(
+    runtime: Runtime,
+) -> None:
+    """Bodies that decode but are not well-formed envelopes, each with a field of the wrong
+    type: kombu raised inside the event loop and the worker exited ("Unrecoverable error"),
+    its running tasks with it, and every redelivery killed another worker."""
+    bad = {
+        "properties a number": _encode({"properties": 1}),
+        "headers a number": _encode(_record(runtime, "x1", headers=7)),
+        "delivery_info a list": _encode(_record(runtime, "x2", **{"properties.delivery_info": []})),
+        "body not base64": _encode(_record(runtime, "x3", body="%%% not base64 %%%")),
+        "task name a list": _encode(_record(runtime, "x4", **{"headers.task": ["x"]})),
+        "properties a string": _encode({"body": "e30=", "properties": "p", "headers": {}}),
+    }
+    url = runtime.stack.queues["celery"]
+    good = [f"good-{i}" for i in range(12)]
+    sent: dict[str, str] = {}
+    for i, token in enumerate(good):
+        runtime.app.send_task("amply.tests.record", args=[runtime.run, token])
+        if i < len(bad):  # interleaved: a bad one after each of the first good ones
+            label, body = list(bad.items())[i]
+            sent[runtime.sqs.send_message(QueueUrl=url, MessageBody=body)["MessageId"]] = label
+    with run_worker(runtime.env, queues=["high", "celery", "low"], concurrency=2) as worker:
+        pid = worker.proc.pid
+        dead = dead_letters(runtime, expect=len(bad))
+        runtime.wait_for("the good tasks", lambda: set(good) <= set(runtime.runs()), 30)
+        tiers_emptied(runtime)
+        assert worker.proc.poll() is None and worker.proc.pid == pid
+        log = worker.log()
+    assert "Unrecoverable error" not in log
+    assert sorted(m["Body"] for m in dead) == sorted(bad.values())
+    assert {t: n for t, n in runtime.runs().items() if t in good} == dict.fromkeys(good, 1)
+    for message_id, label in sent.items():
+        assert f"message_id={message_id}" in log, f"{label}: no log line names it"
+    print(
+        f"\nmalformed envelopes: {len(bad)} dead-lettered byte for byte, each logged with "
+        f"its id; {len(good)} good tasks ran once each; the worker (pid {pid}) went on"
+    )
+
+
+def test_a_routing_key_the_worker_does_not_know_loses_no_other_ack(runtime: Runtime) -> None:
+    """Real task messages whose envelope names a queue the worker does not have: the
+    transport picked the SQS client by that name, and the failed batch of deletes took the
+    acks of the innocent tasks buffered with them (they ran again, then dead-lettered).
+    The queue a message came from is what counts: every task runs once and is deleted."""
+    url = runtime.stack.queues["celery"]
+    tokens = []
+    for i in range(5):
+        runtime.app.send_task("amply.tests.record", args=[runtime.run, f"innocent-{i}"])
+        odd = _record(runtime, f"odd-{i}", **{"properties.delivery_info.routing_key": "nope"})
+        runtime.sqs.send_message(QueueUrl=url, MessageBody=_encode(odd))
+        tokens += [f"innocent-{i}", f"odd-{i}"]
+    with run_worker(runtime.env, queues=["celery"], concurrency=2) as worker:
+        runtime.wait_for("every task", lambda: set(tokens) <= set(runtime.runs()), 30)
+        tiers_emptied(runtime)
+        assert worker.proc.poll() is None
+    assert runtime.runs() == dict.fromkeys(tokens, 1)
+    assert runtime.depth(runtime.stack.dlq_url) == 0
+
+
+def test_a_high_task_is_never_held_behind_a_long_task_and_runs_once(
+    runtime_factory: Any,
+) -> None:
+    """-Q high,celery with every process on a long celery task: a receive on high opened
+    while a process was free returned high messages that then waited, unstarted, while
+    their visibility (3 s here, 600 s in prod) ran out, and ran twice. A worker asks only
+    for the slots no other receive holds, and releases what does not fit."""
+    tiers = fast_tiers(maxReceiveCount=MAX_RECEIVES)
+    tiers[1].update(visibilityTimeoutSeconds=30, softTimeLimitSeconds=15, timeLimitSeconds=20)
+    runtime = runtime_factory(tiers=tiers)
+    with run_worker(runtime.env, queues=["high", "celery"], concurrency=1) as worker:
+        runtime.app.send_task("amply.tests.sleep", args=[runtime.run, "long", 7], queue="celery")
+        runtime.wait_for("the long task", lambda: runtime.redis.hget(
+            f"amply-tests:{runtime.run}:started", "long"))  # fmt: skip
+        high = [f"high-{i}" for i in range(3)]
+        for token in high:
+            runtime.app.send_task("amply.tests.record", args=[runtime.run, token], queue="high")
+        runtime.wait_for("the high tasks", lambda: set(high) <= set(runtime.runs()), 40)
+        tiers_emptied(runtime)
+        assert worker.proc.poll() is None
+    assert runtime.runs() == {"long": 1, **dict.fromkeys(high, 1)}
+    assert runtime.depth(runtime.stack.dlq_url) == 0
 
 
 def test_non_utf8_and_disallowed_bodies_reach_the_dlq_intact_and_the_worker_goes_on(
