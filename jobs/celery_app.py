@@ -42,10 +42,23 @@ log = get_logger("amply.jobs.celery_app")
 
 
 class AmplyCelery(Celery):
+    amply_environ: dict[str, str] | None = None
+    """The contract's mapping (``os.environ`` when None), read when the app is configured."""
+
     @cached_property
     def Worker(self) -> Any:
         # `celery worker` builds this class: its soft shutdown keeps the event loop running.
         return self.subclass_with_self("jobs.worker:Worker")
+
+    def _load_config(self) -> Any:
+        # Fail closed. Celery marks an app configured before it evaluates lazy defaults, so
+        # a contract error raised there left the app on Celery's own defaults: the first
+        # publish failed, every later one went to amqp://localhost. The contract is read
+        # first here: an error leaves the app unconfigured, and every use raises it again
+        # until the environment is right.
+        settings = settings_from_environment(self.amply_environ)
+        self._pending_defaults.append(lambda: settings)
+        return super()._load_config()
 
 
 class AmplyTask(Task):
@@ -133,8 +146,9 @@ def make_app(environ: dict[str, str] | None = None, *, set_as_current: bool = Tr
     )
     # The container health check reads the heartbeat this step writes (jobs/heartbeat.py).
     made.steps["consumer"].add(Heartbeat)
-    # Lazy: evaluated on the first access to app.conf, so importing needs no contract.
-    made.add_defaults(lambda: settings_from_environment(environ))
+    # Read on the first access to app.conf (AmplyCelery._load_config): importing needs no
+    # contract.
+    made.amply_environ = environ
     return made
 
 

@@ -3,12 +3,17 @@ task name, the size guard, and bulk enqueue's messages against those of ``apply_
 
 from __future__ import annotations
 
+import select
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from jobs.bulk import enqueue_many
-from jobs.errors import BulkEnqueueError, PayloadTooLarge
+from jobs.celery_app import make_app
+from jobs.errors import BulkEnqueueError, ConfigError, PayloadTooLarge
 from jobs.transport import SQS_MAX_BYTES
 from tests.support.runtime import Runtime, decode_body, runtime, runtime_factory, task_body
 
@@ -134,3 +139,60 @@ def test_bulk_raises_with_the_task_ids_sqs_keeps_refusing(runtime: Runtime) -> N
     received = runtime.receive_all(runtime.stack.queues["celery"], expect=11)
     got = {decode_body(m["Body"])["headers"]["id"] for m in received}
     assert len(got) == 11 and not got & doomed  # the others were all sent, the refused not
+
+
+@contextmanager
+def listening_on_amqp_port() -> Iterator[list[socket.socket]]:
+    """Listeners where Celery's default broker (amqp://localhost:5672) would be: the test
+    fails if anything connects to them."""
+    listeners = []
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.bind((host, 5672))
+        except OSError:  # taken, or no IPv6 here: nothing of ours can listen there
+            sock.close()
+            continue
+        sock.listen()
+        sock.setblocking(False)
+        listeners.append(sock)
+    try:
+        yield listeners
+    finally:
+        for sock in listeners:
+            sock.close()
+
+
+def connected(listeners: list[socket.socket]) -> bool:
+    ready, _, _ = select.select(listeners, [], [], 0.2)
+    return bool(ready)
+
+
+def test_a_producer_with_a_bad_contract_fails_every_publish_and_never_falls_back(
+    runtime: Runtime,
+) -> None:
+    """AWS_REGION missing: Celery marked the app configured before the contract was read, so
+    the first publish raised and every later one went to Celery's default broker. Every
+    publish (``.delay()``, ``send_task``, ``enqueue_many``) raises the same one-line error;
+    once the environment is right, the same producer publishes to SQS."""
+    env = {k: v for k, v in runtime.env.items() if k != "AWS_REGION"}
+    app = make_app(env, set_as_current=False)
+
+    @app.task(name="amply.tests.record")
+    def record(run: str, token: str) -> str:
+        return token
+
+    with listening_on_amqp_port() as listeners:
+        for publish in (lambda: record.delay(runtime.run, "a"),
+                        lambda: app.send_task("amply.tests.record", args=[runtime.run, "b"]),
+                        lambda: enqueue_many(record, [(runtime.run, "c")]),
+                        lambda: record.delay(runtime.run, "d")):  # fmt: skip
+            with pytest.raises(ConfigError, match=r"^AWS_REGION is not set: .*e\.g\. eu-west-1$"):
+                publish()
+        assert not connected(listeners), "a publish reached amqp://localhost:5672"
+    assert runtime.proxy.actions() == []
+
+    env["AWS_REGION"] = runtime.env["AWS_REGION"]
+    task_id = record.delay(runtime.run, "after").id
+    (msg,) = runtime.receive_all(runtime.stack.queues["celery"], expect=1)
+    assert decode_body(msg["Body"])["headers"]["id"] == task_id
