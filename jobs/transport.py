@@ -27,6 +27,15 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
   free slots wait (at most ``AMPLY_SQS_RECEIVE_FILL_MS``, 20 ms) for the others, so that one
   receive fills them all: 4 messages per receive with ``-c 4``, the floor that prefetch
   multiplier 1 allows. An idle queue is long-polled at once, as in kombu.
+* **One message at a time.** Each received message is converted and handed to the consumer
+  on its own; whatever it raises (an envelope of the wrong shape, a field of the wrong type
+  at any depth) is logged with its message id and left to SQS, which redelivers it and then
+  moves it intact to the DLQ. The rest of the receive and the worker go on. The routing key
+  is the queue a message came from, never the one its producer wrote.
+* **No over-fetch.** A receive promises the slots it asks for until its response is handled;
+  another queue's receive asks only for slots neither holding a message nor promised, so a
+  worker never holds a message it cannot start (which would wait while its visibility runs
+  out, and run twice). What still does not fit is released at once.
 * **Release at shutdown.** Messages received but not started when the channel closes are
   made visible again at once (``ChangeMessageVisibilityBatch``, visibility 0), not after
   kombu's requeue delay; so are messages received after the consumer was cancelled.
