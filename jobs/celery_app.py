@@ -88,6 +88,8 @@ def settings_from_environment(environ: dict[str, str] | None = None) -> dict[str
         "visibility_timeout": 1800,
         # Acks deleted 10 per DeleteMessageBatch, releases batched (jobs/transport.py).
         "amply_batch_acks": cfg.batch_acks,
+        # Each tier's base visibility: asked for at receive, extended while a message is held.
+        "amply_visibility": {name: t.visibility_timeout for name, t in cfg.tiers.items()},
         # On a backlog, free slots wait this long for the others: one receive fills them all.
         "amply_receive_fill_seconds": cfg.receive_fill_ms / 1000,
         # The boto3 clients (publishes, batched deletes, releases; receives use kombu's own

@@ -20,10 +20,11 @@ from jobs.errors import ConfigError
 # The Celery queues the app routes to; every producer and worker needs all three URLs.
 ROUTED_QUEUES = ("high", "celery", "low")
 
-# Seconds the hard time limit must stay below the queue's visibility timeout, at the least:
-# a task still running when its message becomes visible again is run twice. The stack
-# settings enforce their own (larger) margin; this is the runtime's last line of defence.
-MIN_VISIBILITY_MARGIN = 1
+# A tier's visibility timeout is the *base* the worker extends while it holds a message
+# (jobs/visibility.py): at least 2 s, so that an extension can be sent before it lapses. The
+# time limit is bounded by SQS's 12 hours from receipt instead.
+MIN_BASE_VISIBILITY = 2
+SQS_MAX_VISIBILITY = 43_200
 
 # ECS stops a task with SIGTERM, then SIGKILL after stopTimeout (120 s). The soft shutdown
 # must end before that, leaving 30 s to release what is still running and to exit
@@ -146,12 +147,17 @@ def _tiers(environ: Mapping[str, str], queues: Mapping[str, str]) -> Mapping[str
                 values[key] = _positive_int("AMPLY_TIERS", f"{name}.{key}", spec[key])
             tiers[name] = TierLimits(**values)
     for name, t in tiers.items():
-        if t.time_limit + MIN_VISIBILITY_MARGIN > t.visibility_timeout:
+        if t.visibility_timeout < MIN_BASE_VISIBILITY:
             raise ConfigError(
-                f"AMPLY_TIERS: tier {name!r} has time_limit {t.time_limit}s, which must be at "
-                f"least {MIN_VISIBILITY_MARGIN}s below its visibility_timeout "
-                f"{t.visibility_timeout}s, or a running task's message is delivered again; "
-                "lower timeLimitSeconds or raise visibilityTimeoutSeconds in the stack settings"
+                f"AMPLY_TIERS: tier {name!r} has visibility_timeout {t.visibility_timeout}s; the "
+                f"worker extends it while a task runs and needs at least {MIN_BASE_VISIBILITY}s "
+                "to do so; raise visibilityTimeoutSeconds in the stack settings"
+            )
+        if t.time_limit + t.visibility_timeout > SQS_MAX_VISIBILITY:
+            raise ConfigError(
+                f"AMPLY_TIERS: tier {name!r} has time_limit {t.time_limit}s; with its "
+                f"visibility_timeout {t.visibility_timeout}s that is past the {SQS_MAX_VISIBILITY}s "
+                "(12 h) from receipt SQS lets a message stay invisible; lower timeLimitSeconds"
             )
         if t.soft_time_limit > t.time_limit:
             raise ConfigError(

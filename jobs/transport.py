@@ -66,6 +66,7 @@ from jobs.sqs_batch import (
     message_size,
     send_handles,
 )
+from jobs.visibility import Extension, Keeper, tick_seconds
 
 __all__ = ["ACK_BATCH", "SQS_MAX_BYTES", "Channel", "QoS", "Transport"]
 
@@ -77,6 +78,8 @@ SHARED_SLOT_WAIT_SECONDS = 1
 # boto3/curl read timeout of kombu's async client is well below this.
 RECEIVE_GRACE = 30
 SQS_MAX_MESSAGES = 10
+# Entry errors of an extension that mean the message is no longer ours to keep.
+GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"})
 
 
 def _reason(exc: BaseException) -> str:
@@ -109,7 +112,10 @@ class Channel(SQS.Channel):
     _acks: dict[str, list[Handle]] | None = None  # queue URL -> acks not yet deleted
     _ack_timer: Any = None
     _releases: dict[str, list[Handle]] | None = None  # queue URL -> to make visible
-    _receiving: dict[str, tuple[int, float]] | None = None  # queue -> (slots asked, until)
+    # queue -> (slots asked, promised until, when the receive was sent)
+    _receiving: dict[str, tuple[int, float, float]] | None = None
+    _keeper: Keeper | None = None  # messages held, whose visibility follows the task
+    _extend_timer: Any = None
 
     @property
     def batch_acks(self) -> bool:
@@ -123,6 +129,7 @@ class Channel(SQS.Channel):
     # -- acknowledgements: DeleteMessageBatch ---------------------------------------------
 
     def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        self._settled(delivery_tag)
         try:
             if not (self.batch_acks and self.hub is not None and self._buffer_ack(delivery_tag)):
                 super().basic_ack(delivery_tag, multiple=multiple)
@@ -231,6 +238,7 @@ class Channel(SQS.Channel):
         sqs_message, url = info.get("sqs_message"), info.get("sqs_queue")
         if not (isinstance(sqs_message, dict) and url):
             return
+        self._settled(message.delivery_tag)
         if message.delivery_tag in self.qos._delivered:
             virtual.Channel.basic_ack(self, message.delivery_tag)  # local: not deleted
         rk = info.get("routing_key")
@@ -240,6 +248,9 @@ class Channel(SQS.Channel):
 
     def close(self) -> None:
         try:
+            if self._extend_timer is not None:
+                self._extend_timer.cancel()
+                self._extend_timer = None
             if not self.closed:
                 # Acked messages are deleted before the rest is released: never both.
                 if self._ack_timer is not None:
@@ -270,7 +281,7 @@ class Channel(SQS.Channel):
         or at the latest until the long poll must have ended (a lost response frees it)."""
         free = self.qos.can_consume_max_estimate()
         now = monotonic()
-        promised = sum(n for n, until in (self._receiving or {}).values() if until > now)
+        promised = sum(n for n, until, _ in (self._receiving or {}).values() if until > now)
         return free, promised
 
     def _schedule_queue(self, queue: str, coalesced: bool = False) -> None:
@@ -307,7 +318,8 @@ class Channel(SQS.Channel):
         if self._receiving is None:
             self._receiving = {}
         # The promise outlives the long poll by the client's read timeout at most.
-        self._receiving[queue] = (count, monotonic() + self._wait_seconds() + RECEIVE_GRACE)
+        now = monotonic()
+        self._receiving[queue] = (count, now + self._wait_seconds() + RECEIVE_GRACE, now)
         try:
             self._get_async(queue, count, callback=promise(self._loop1, (queue,)))
         except BaseException:
@@ -324,8 +336,11 @@ class Channel(SQS.Channel):
 
     def _get_from_sqs(self, queue_name: str, queue_url: str, connection: Any, count: int = 1,
                       callback: Any = None) -> Any:  # fmt: skip
+        # The tier's base visibility is asked for explicitly: the worker's deadlines for its
+        # extensions are then what SQS applies, whatever the queue's attribute says.
         return connection.receive_message(queue_name, queue_url, number_messages=count,
                                           wait_time_seconds=self._wait_seconds(),
+                                          visibility_timeout=self.visibility_of(queue_name),
                                           callback=callback)  # fmt: skip
 
     def _park(self, queue: str, resume_after: float) -> None:
@@ -378,14 +393,13 @@ class Channel(SQS.Channel):
     # error").
 
     def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> int:
-        if self._receiving:
-            self._receiving.pop(qname, None)
+        sent = (self._receiving or {}).pop(qname, (0, 0.0, monotonic()))[2]
         try:
-            return self._handle_receive(queue, qname, messages)
+            return self._handle_receive(queue, qname, messages, sent)
         finally:
             self._slot_freed()  # a promise ended: slots it held and did not fill are free
 
-    def _handle_receive(self, queue: str, qname: str, messages: Any) -> int:
+    def _handle_receive(self, queue: str, qname: str, messages: Any, sent: float) -> int:
         if not isinstance(messages, dict):
             log.warning("sqs_receive_failed", queue=qname, action="polling again")
             return 0
@@ -408,12 +422,13 @@ class Channel(SQS.Channel):
             self._release_messages(queue, qname, msgs[keep:], reason="surplus")
             msgs = msgs[:keep]
         for msg in msgs:
-            self._deliver_one(msg, queue, qname, callback)
+            self._deliver_one(msg, queue, qname, callback, sent)
         return len(msgs)
 
-    def _deliver_one(self, msg: Any, queue: str, qname: str, callback: Any) -> None:
+    def _deliver_one(self, msg: Any, queue: str, qname: str, callback: Any, sent: float) -> None:
         try:
             callback(self._message_to_python(msg, qname, queue))
+            self._hold(msg, queue, qname, sent)
         except Exception as exc:
             receipt = msg.get("ReceiptHandle") if isinstance(msg, dict) else None
             log.error("message_set_aside", queue=qname,
@@ -433,10 +448,73 @@ class Channel(SQS.Channel):
         return payload
 
     def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        self._settled(delivery_tag)
         try:
             super().basic_reject(delivery_tag, requeue=requeue)
         finally:
             self._slot_freed()
+
+    # -- visibility that follows the task (jobs/visibility.py) ----------------------------
+
+    def visibility_of(self, queue: str) -> int | None:
+        """The tier's base visibility (AMPLY_TIERS), or None: the queue's own, not extended."""
+        value = (self.transport_options.get("amply_visibility") or {}).get(queue)
+        return int(value) if value else None
+
+    def _hold(self, msg: dict[str, Any], url: str, qname: str, sent: float) -> None:
+        receipt = msg["ReceiptHandle"]
+        visibility = self.visibility_of(qname)
+        unacked = receipt in self.qos._delivered and receipt not in self.qos._dirty
+        if visibility is None or not unacked or self.hub is None:
+            return  # not handed on, already settled, or no event loop to extend from
+        if self._keeper is None:
+            self._keeper = Keeper()
+        self._keeper.hold(url, self.canonical_queue_name(qname), receipt, msg.get("MessageId"),
+                          visibility, sent)  # fmt: skip
+        if self._extend_timer is None:
+            configured = self.transport_options.get("amply_visibility") or {}
+            self._extend_timer = self.hub.call_repeatedly(
+                tick_seconds([int(v) for v in configured.values()]), self._extend_visibility
+            )
+
+    def _settled(self, delivery_tag: Any) -> None:
+        if self._keeper is not None:
+            self._keeper.drop(delivery_tag)
+
+    def _extend_visibility(self) -> None:
+        keeper = self._keeper
+        if keeper is None:
+            return
+        qos = self.qos
+        for receipt in [r for r in keeper.held if r not in qos._delivered or r in qos._dirty]:
+            keeper.drop(receipt)  # acknowledged, rejected or released since
+        now = monotonic()
+        extensions, capped = keeper.due(now)
+        for held in capped:
+            log.warning("visibility_limit_reached", queue_url=held.url,
+                        message_id=held.message_id,
+                        detail="SQS allows 12 h from receipt; it becomes visible")  # fmt: skip
+        groups: dict[tuple[str, int], list[Extension]] = {}
+        for ext in extensions:
+            groups.setdefault((ext.held.url, ext.seconds), []).append(ext)
+        for (url, seconds), group in groups.items():
+            handles = [Handle(e.held.queue, e.held.receipt, e.held.message_id) for e in group]
+            failed = self._send_handles(url, handles, "change_message_visibility_batch",
+                                        {"VisibilityTimeout": seconds})  # fmt: skip
+            failed_receipts = {h.receipt: code for h, code in failed}
+            for ext in group:
+                code = failed_receipts.get(ext.held.receipt)
+                if code is None:
+                    keeper.extended(ext, now)
+                    continue
+                log.warning("visibility_extend_failed", queue_url=url,
+                            message_id=ext.held.message_id, code=code)  # fmt: skip
+                if code in GONE_CODES:
+                    keeper.drop(ext.held.receipt)  # deleted or visible already: nothing to keep
+            extended = len(group) - len(failed)
+            if extended:
+                log.info("visibility_extended", queue_url=url, count=extended,
+                         seconds=seconds)  # fmt: skip
 
     # -- publishing ----------------------------------------------------------------------
 

@@ -91,13 +91,27 @@ def test_missing_region() -> None:
     assert error_of(env).startswith("AWS_REGION is not set")
 
 
-def test_a_time_limit_not_below_visibility_is_refused() -> None:
+def test_a_time_limit_past_the_base_visibility_is_the_workers_to_extend() -> None:
+    """The visibility timeout is a base the worker extends while a task runs: a 25-minute
+    limit on a 2-minute base is a valid contract, and the receive asks for that base."""
+    tiers = {name: {"visibility_timeout": 120, "soft_time_limit": 1500, "time_limit": 1680}
+             for name in QUEUES}  # fmt: skip
+    env = contract(AMPLY_TIERS=json.dumps(tiers))
+    assert load_config(env).tiers["low"].time_limit == 1680
+    options = settings_from_environment(env)["broker_transport_options"]
+    assert options["amply_visibility"] == dict.fromkeys(QUEUES, 120)
+
+
+def test_limits_sqs_cannot_keep_are_refused() -> None:
     tiers = {name: {"visibility_timeout": 600, "soft_time_limit": 480, "time_limit": 540}
              for name in QUEUES}  # fmt: skip
-    tiers["low"] = {"visibility_timeout": 30, "soft_time_limit": 20, "time_limit": 30}
+    tiers["low"] = {"visibility_timeout": 60, "soft_time_limit": 43_000, "time_limit": 43_150}
     message = error_of(contract(AMPLY_TIERS=json.dumps(tiers)))
-    assert message.startswith("AMPLY_TIERS: tier 'low' has time_limit 30s")
-    assert "visibility_timeout 30s" in message
+    assert message.startswith("AMPLY_TIERS: tier 'low' has time_limit 43150s")
+    assert "(12 h) from receipt" in message
+    tiers["low"] = {"visibility_timeout": 1, "soft_time_limit": 20, "time_limit": 30}
+    message = error_of(contract(AMPLY_TIERS=json.dumps(tiers)))
+    assert message.startswith("AMPLY_TIERS: tier 'low' has visibility_timeout 1s")
 
 
 @pytest.mark.parametrize(
@@ -178,8 +192,8 @@ def test_importing_the_app_needs_no_contract_and_no_infra() -> None:
         ({"AMPLY_QUEUES": "{not json"}, "AMPLY_QUEUES is not valid JSON"),
         ({"AMPLY_QUEUES": json.dumps(QUEUES), "AWS_REGION": "eu-west-1",
           "AMPLY_TIERS": json.dumps({q: {"visibility_timeout": 60, "soft_time_limit": 50,
-                                         "time_limit": 60} for q in QUEUES})},
-         "time_limit 60s, which must be at least 1s below its visibility_timeout 60s"),
+                                         "time_limit": 43_200} for q in QUEUES})},
+         "time_limit 43200s; with its visibility_timeout 60s that is past the 43200s"),
     ],
 )  # fmt: skip
 def test_the_worker_command_fails_in_one_line(env: dict[str, str], expected: str) -> None:
