@@ -156,8 +156,9 @@ def _tiers(environ: Mapping[str, str], queues: Mapping[str, str]) -> Mapping[str
         if t.time_limit + t.visibility_timeout > SQS_MAX_VISIBILITY:
             raise ConfigError(
                 f"AMPLY_TIERS: tier {name!r} has time_limit {t.time_limit}s; with its "
-                f"visibility_timeout {t.visibility_timeout}s that is past the {SQS_MAX_VISIBILITY}s "
-                "(12 h) from receipt SQS lets a message stay invisible; lower timeLimitSeconds"
+                f"visibility_timeout {t.visibility_timeout}s that is past the "
+                f"{SQS_MAX_VISIBILITY}s (12 h) from receipt SQS lets a message stay invisible; "
+                "lower timeLimitSeconds"
             )
         if t.soft_time_limit > t.time_limit:
             raise ConfigError(
