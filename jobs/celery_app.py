@@ -34,6 +34,7 @@ from jobs.config import load_config
 from jobs.errors import ConfigError
 from jobs.heartbeat import Heartbeat
 from jobs.logging import configure_logging, get_logger
+from jobs.protection import TaskProtection
 from jobs.routes import ROUTES
 
 TASK_MODULES = ["jobs.webhooks", "jobs.checkpoints", "jobs.reports"]
@@ -148,6 +149,8 @@ def make_app(environ: dict[str, str] | None = None, *, set_as_current: bool = Tr
     )
     # The container health check reads the heartbeat this step writes (jobs/heartbeat.py).
     made.steps["consumer"].add(Heartbeat)
+    # Inside ECS, the task is protected from scale-in while it holds tasks (jobs/protection.py).
+    made.steps["consumer"].add(TaskProtection)
     # Read on the first access to app.conf (AmplyCelery._load_config): importing needs no
     # contract.
     made.amply_environ = environ
