@@ -33,6 +33,7 @@ from rich.table import Table
 from infra.settings import StackSettings, WorkerGroupSettings, load_stack
 from jobs.local.emulator import FAKE_CREDENTIALS
 from jobs.local.provision import Provisioned, provision
+from jobs.local.redis_server import RedisServer
 from jobs.logging import configure_logging
 from tests.dlq.fast_moto import FastEmulator
 from tests.support.proxy import CountingProxy, Recorded
@@ -137,6 +138,9 @@ class Endpoint:
     direct: str
     """The moto server itself: for the bench's own reads, which must not be counted."""
     proxy: TimedProxy
+    data_redis: str
+    """A private Redis for the tasks' data: a project worker refuses to start without one
+    (jobs/preflight.py); the bench tasks themselves do not use it."""
 
     @property
     def url(self) -> str:
@@ -165,6 +169,7 @@ def endpoint(added_latency: float = 0.0) -> Iterator[Endpoint]:
     for k, v in FAKE_CREDENTIALS.items():
         os.environ.setdefault(k, v)
     emulator = FastEmulator().start()
+    data = RedisServer().start()
     proxy = TimedProxy(emulator.endpoint, added_latency)
     proxy.start()
     # The proxy answers with two writes (headers, body); with Nagle's algorithm on, the
@@ -176,9 +181,10 @@ def endpoint(added_latency: float = 0.0) -> Iterator[Endpoint]:
     # stops; socketserver would print that broken pipe as a traceback.
     server.handle_error = lambda *_: None
     try:
-        yield Endpoint(emulator.endpoint, proxy)
+        yield Endpoint(emulator.endpoint, proxy, data.url)
     finally:
         proxy.stop()
+        data.stop()
         emulator.stop()
 
 
@@ -215,6 +221,7 @@ class Stack:
             "AWS_DEFAULT_REGION": self.settings.region,
             "AMPLY_ENV": f"bench-{self.settings.stack}",
             "AMPLY_TIERS": json.dumps(self.settings.runtime_tiers()),
+            "AMPLY_REDIS_URL": self.endpoint.data_redis,
         }
 
     def group(self, name: str) -> WorkerGroupSettings:

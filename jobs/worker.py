@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import deque
@@ -29,6 +30,8 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.request import Request
 from kombu.common import ignore_errors
 
+from jobs import preflight
+from jobs.config import load_config
 from jobs.logging import get_logger
 
 log = get_logger("amply.jobs.worker")
@@ -237,6 +240,17 @@ def _on_cold_signal(worker: Any, sig: str, *_: Any) -> None:
 class Worker(celery_worker.Worker):
     """``celery worker``'s worker (``app.Worker``, see jobs/celery_app.py) with
     :class:`SoftShutdown` on SIGQUIT, and on SIGTERM when ``REMAP_SIGTERM=SIGQUIT``."""
+
+    def setup_queues(self, include: Any, exclude: Any = None) -> None:
+        super().setup_queues(include, exclude)
+        # Before the pool and the consumer exist: nothing is received by a worker that
+        # cannot do its work (jobs/preflight.py).
+        cfg = load_config()
+        consumed = sorted(self.app.amqp.queues.consume_from)
+        found = preflight.problems(cfg, consumed)
+        if found:
+            sys.stderr.write(f"amply-jobs: worker cannot start: {'; '.join(found)}\n")
+            raise SystemExit(os.EX_CONFIG)
 
     def install_platform_tweaks(self, worker: Any) -> None:
         super().install_platform_tweaks(worker)

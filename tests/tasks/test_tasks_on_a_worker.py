@@ -97,12 +97,16 @@ def test_checkpoint_and_report_tasks_run_on_a_real_worker(
 def test_a_redis_outage_is_retried_with_an_sqs_delay_then_succeeds(
     make_stack: Callable[..., Any], tmp_path: Path
 ) -> None:
-    port = free_port()  # nothing listens here yet: Redis is "down"
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     env = make_stack().env(AMPLY_REDIS_URL=url)
     producer = make_app(env, set_as_current=False)
 
+    # Up when the worker starts (a worker without its data Redis refuses to start), then
+    # down: the outage begins once the worker runs.
+    server = RedisServer(port=port).start()
     with run_worker(env, queues=("celery",), concurrency=1, include=(), log_dir=tmp_path) as worker:
+        server.stop()
         task_id = producer.send_task(CHECKPOINT).id
         worker.wait_for_log(r"task_retry.*delay_seconds=\d+.*error=ConnectionError", timeout=40)
         server = RedisServer(port=port).start()
