@@ -32,10 +32,11 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
   at any depth) is logged with its message id and left to SQS, which redelivers it and then
   moves it intact to the DLQ. The rest of the receive and the worker go on. The routing key
   is the queue a message came from, never the one its producer wrote.
-* **No over-fetch.** A receive promises the slots it asks for until its response is handled;
-  another queue's receive asks only for slots neither holding a message nor promised, so a
-  worker never holds a message it cannot start (which would wait while its visibility runs
-  out, and run twice). What still does not fit is released at once.
+* **No over-fetch.** A receive on a queue with a backlog promises the slots it asks for (and
+  does not long-poll); another queue's receive asks only for slots neither holding a message
+  nor promised, so a worker does not hold a message it cannot start. An idle queue's long
+  poll asks for one message and promises nothing; what it brings that does not fit goes
+  back at once, or, if it went back once already, is kept with its visibility extended.
 * **Release at shutdown.** Messages received but not started when the channel closes are
   made visible again at once (``ChangeMessageVisibilityBatch``, visibility 0), not after
   kombu's requeue delay; so are messages received after the consumer was cancelled.
@@ -72,14 +73,19 @@ __all__ = ["ACK_BATCH", "SQS_MAX_BYTES", "Channel", "QoS", "Transport"]
 
 log = get_logger("amply.jobs.transport")
 
-# The wait of a receive when the worker has fewer prefetch slots than queues (see _wait_seconds).
-SHARED_SLOT_WAIT_SECONDS = 1
 # How long past its wait a receive's promised slots stay promised without an answer: the
 # boto3/curl read timeout of kombu's async client is well below this.
 RECEIVE_GRACE = 30
 SQS_MAX_MESSAGES = 10
 # Entry errors of an extension that mean the message is no longer ours to keep.
 GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"})
+
+
+def _receive_count(message: Any) -> int:
+    try:
+        return int(message["Attributes"]["ApproximateReceiveCount"])
+    except (KeyError, TypeError, ValueError):
+        return 1
 
 
 def _reason(exc: BaseException) -> str:
@@ -300,38 +306,50 @@ class Channel(SQS.Channel):
         if not coalesced and fill and available is not None and available < full and busy:
             self._park(queue, fill)
             return
-        self._receive(queue, self._ask(queue, available, busy))
+        # A backlog's receive promises its slots: it answers at once (no long poll), and
+        # what it brings must find them free. An idle queue's long poll promises nothing:
+        # it may stay open for its whole wait, and holding a slot that long would take it
+        # from the queues with work; what it brings that does not fit is handled as surplus
+        # (_handle_receive). Nothing is promised without a prefetch limit (before the
+        # consumer sets its QoS).
+        count = self._ask(queue, available, busy)
+        self._receive(queue, count, promised=count if busy and available is not None else 0)
 
     def _ask(self, queue: str, available: int | None, busy: bool) -> int:
-        """How many messages a receive on ``queue`` asks for. A queue with a backlog takes
-        every available slot. An idle queue's long poll may stay open for its whole wait
-        with its slots promised: among several queues it asks for one message (a long poll
-        answers as soon as one arrives; the next receive, on a backlog, takes the rest), so
-        that the other queues keep slots to poll with."""
+        """How many messages a receive on ``queue`` asks for. A queue with a backlog asks
+        for its share of the available slots: all of them, or an even part when other
+        queues with a backlog are waiting to receive too, so that their receives run side by
+        side instead of one after the other. An idle queue asks for one message: its long
+        poll answers as soon as one arrives, and the next receive, on a backlog, takes the
+        rest."""
         if available is None:
             return SQS_MAX_MESSAGES
-        if busy or len(self._active_queues) == 1:
-            return min(available, SQS_MAX_MESSAGES)
-        return 1
+        if not busy:
+            return 1
+        receiving = self._receiving or {}
+        waiting = [q for q in self._active_queues
+                   if q != queue and q in (self._backlog or ()) and q not in receiving]  # fmt: skip
+        return min(-(-available // (len(waiting) + 1)), SQS_MAX_MESSAGES)
 
-    def _receive(self, queue: str, count: int) -> None:
+    def _receive(self, queue: str, count: int, promised: int) -> None:
         if self._receiving is None:
             self._receiving = {}
         # The promise outlives the long poll by the client's read timeout at most.
         now = monotonic()
-        self._receiving[queue] = (count, now + self._wait_seconds() + RECEIVE_GRACE, now)
+        self._receiving[queue] = (promised, now + self._wait_seconds(queue) + RECEIVE_GRACE, now)
         try:
             self._get_async(queue, count, callback=promise(self._loop1, (queue,)))
         except BaseException:
             self._receiving.pop(queue, None)
             raise
 
-    def _wait_seconds(self) -> int:
-        # With fewer slots than queues, a long poll holding the last slot would keep the
-        # other queues from polling for its whole wait: short waits take turns instead.
-        slots = self.qos.prefetch_count or 0
-        if slots and slots < len(self._active_queues):
-            return SHARED_SLOT_WAIT_SECONDS
+    def _wait_seconds(self, queue: str) -> int:
+        # A queue with a backlog has messages to return at once: no long poll, so that the
+        # slots its receive promises are never held for a wait (a queue that has just
+        # drained would otherwise hold them for 20 s, and the other queues with it). Its
+        # next receive, if this one comes back empty, is an idle queue's long poll.
+        if queue in (self._backlog or ()):
+            return 0
         return int(self.wait_time_seconds)
 
     def _get_from_sqs(self, queue_name: str, queue_url: str, connection: Any, count: int = 1,
@@ -339,7 +357,7 @@ class Channel(SQS.Channel):
         # The tier's base visibility is asked for explicitly: the worker's deadlines for its
         # extensions are then what SQS applies, whatever the queue's attribute says.
         return connection.receive_message(queue_name, queue_url, number_messages=count,
-                                          wait_time_seconds=self._wait_seconds(),
+                                          wait_time_seconds=self._wait_seconds(queue_name),
                                           visibility_timeout=self.visibility_of(queue_name),
                                           callback=callback)  # fmt: skip
 
@@ -418,9 +436,16 @@ class Channel(SQS.Channel):
             return 0
         free, promised = self._slots()
         if free is not None and len(msgs) > free - promised:
+            # More than the free slots (an idle queue's long poll answered after the other
+            # queues took them): the surplus goes back at once for another worker, unless it
+            # went back once already; then it is kept, its visibility extended, for this
+            # worker's next free slot, so that no message loses more than one receive
+            # (of maxReceiveCount) to a surplus.
             keep = max(free - promised, 0)
-            self._release_messages(queue, qname, msgs[keep:], reason="surplus")
-            msgs = msgs[:keep]
+            back = [m for m in msgs[keep:] if _receive_count(m) <= 1]
+            if back:
+                self._release_messages(queue, qname, back, reason="surplus")
+            msgs = msgs[:keep] + [m for m in msgs[keep:] if _receive_count(m) > 1]
         for msg in msgs:
             self._deliver_one(msg, queue, qname, callback, sent)
         return len(msgs)

@@ -194,3 +194,30 @@ def test_every_body_is_handed_on_or_set_aside_alone(
     assert [r.action for r in delivery.runtime.proxy.actions() if r.action in DEAD] == []
     assert len(delivery.unacked()) == len(handed_on)
     delivery.runtime.proxy.clear()
+
+
+def test_a_surplus_goes_back_at_once_but_only_once(
+    delivery: Delivery, real_envelope: dict[str, Any]
+) -> None:
+    """An idle queue's long poll that answers after every slot was taken brings more than
+    fits: the surplus is made visible again at once (for another worker), unless it went
+    back once already; then it is kept for this worker's next slot (its visibility follows
+    it), so that surpluses cost a message at most one receive of maxReceiveCount."""
+    delivery.channel.basic_qos(prefetch_count=1)
+    first, second, third = (good_body(real_envelope) for _ in range(3))
+    messages = [
+        {"MessageId": f"m{i}", "ReceiptHandle": f"r{i}-{uuid.uuid4().hex}", "Body": body,
+         "Attributes": {"ApproximateReceiveCount": count}}
+        for i, ((body, _), count) in enumerate(
+            zip((first, second, third), ("1", "1", "2"), strict=True))
+    ]  # fmt: skip
+    delivery.channel._on_messages_ready(delivery.url, "celery", {"Messages": messages})
+    handed = {r.id for r in delivery.handed_on}
+    assert handed == {first[1], third[1]}  # the fitting one, and the one back once already
+    released = [e["ReceiptHandle"] for r in delivery.runtime.proxy.actions(
+        "ChangeMessageVisibilityBatch") for e in r.params["Entries"]]  # fmt: skip
+    # (The stand-in receipts are unknown to SQS: the refused entry is tried once more.)
+    assert set(released) == {messages[1]["ReceiptHandle"]}
+    assert [
+        r.action for r in delivery.runtime.proxy.actions() if r.action.startswith("Delete")
+    ] == []
