@@ -23,8 +23,11 @@ from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from infra.settings import PROJECT
 
-ACCOUNT = "123456789012"
-"""The account id the mocks (and so the plan and the snapshots) use."""
+ACCOUNT = "246813579024"
+"""The account id the mocks (and so the plan and the snapshots) use: the account of the
+deploy-values fixture (tests/fixtures/deploy-values.yaml), so the ARNs the mocks make and those
+the settings name agree, as they must in AWS. Not AWS's documentation account 123456789012,
+which the settings refuse."""
 
 
 def _digest(*parts: str, length: int = 16) -> str:
@@ -262,6 +265,8 @@ class Registered:
     custom: bool
     protect: bool
     parent: str
+    dependencies: tuple[str, ...] = ()
+    """URNs the resource waits for (``depends_on`` and the outputs among its inputs)."""
 
 
 class RecordingMonitor(MockMonitor):
@@ -284,6 +289,7 @@ class RecordingMonitor(MockMonitor):
                 custom=bool(request.custom),
                 protect=bool(request.protect),
                 parent=request.parent,
+                dependencies=tuple(request.dependencies),
             )
         return response
 

@@ -98,17 +98,20 @@ class JobQueues(pulumi.ComponentResource):
             opts=queue_opts,
         )
 
-        self.tiers = {}
-        for tier in s.tiers:
-            self.tiers[tier.name] = self._tier(s, tier, queue_opts)
-
-        self.urls = {n: q.url for n, q in self.tiers.items()}
-        self.arns = {n: q.arn for n, q in self.tiers.items()}
-        self.names = {n: q.name for n, q in self.tiers.items()}
-        self.dlq_url, self.dlq_arn, self.dlq_name = self.dlq.url, self.dlq.arn, self.dlq.name
-
-        tier_arns = pulumi.Output.all(*self.arns.values())
-        aws.sqs.RedriveAllowPolicy(
+        # The DLQ's allow list names every tier *before* any tier points its redrive policy
+        # at the DLQ: SQS refuses a RedrivePolicy whose source the DLQ's byQueue list does not
+        # name, so a tier added to a live stack must first be on the list. The ARNs are built
+        # from the names (an SQS queue's ARN is arn:<partition>:sqs:<region>:<account>:<name>)
+        # rather than read from the tiers, so the allow policy depends on no tier, and every
+        # tier depends on it.
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        account = aws.get_caller_identity_output(opts=invoke).account_id
+        partition = aws.get_partition_output(opts=invoke).partition
+        queue_names = [s.queue_name(t) for t in s.tiers]
+        tier_arns = pulumi.Output.all(partition, account).apply(
+            lambda v: [f"arn:{v[0]}:sqs:{s.region}:{v[1]}:{n}" for n in queue_names]
+        )
+        self.redrive_allow = aws.sqs.RedriveAllowPolicy(
             f"{s.dlq_name}-redrive-allow",
             queue_url=self.dlq.url,
             redrive_allow_policy=tier_arns.apply(
@@ -116,6 +119,18 @@ class JobQueues(pulumi.ComponentResource):
             ),
             opts=child,
         )
+
+        tier_opts = pulumi.ResourceOptions.merge(
+            queue_opts, pulumi.ResourceOptions(depends_on=[self.redrive_allow])
+        )
+        self.tiers = {}
+        for tier in s.tiers:
+            self.tiers[tier.name] = self._tier(s, tier, tier_opts)
+
+        self.urls = {n: q.url for n, q in self.tiers.items()}
+        self.arns = {n: q.arn for n, q in self.tiers.items()}
+        self.names = {n: q.name for n, q in self.tiers.items()}
+        self.dlq_url, self.dlq_arn, self.dlq_name = self.dlq.url, self.dlq.arn, self.dlq.name
         named = [(s.queue_name(t), self.tiers[t.name]) for t in s.tiers]
         for queue_name, queue in [*named, (s.dlq_name, self.dlq)]:
             aws.sqs.QueuePolicy(

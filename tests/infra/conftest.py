@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+from infra.plan import deploy_values
+from infra.settings import StackSettings, load_stack
+
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 STACKS = ("dev", "prod")
@@ -64,3 +67,9 @@ def plan_json_text(stack: str) -> str:
 def plan_of() -> Callable[[str], dict[str, Any]]:
     """The parsed ``--json`` plan of a real stack (cached for the session)."""
     return lambda stack: json.loads(plan_json_text(stack))
+
+
+def deployable(stack: str) -> StackSettings:
+    """A real stack's settings as ``pulumi preview`` reads them, with the deploy-only values
+    the stack file leaves to its operator taken from tests/fixtures/deploy-values.yaml."""
+    return load_stack(stack, deploy=True, fill=deploy_values(stack))
