@@ -894,6 +894,7 @@ def _check_deploy_values(r: _Reader, s: StackSettings, deploy: bool) -> None:
                     rules.append(f"{part!r} {why}")
             if account in PLACEHOLDER_ACCOUNTS:
                 rules.append(f"names the example account {account}, not a real one")
+                account = ""  # no reference for the ARNs: each is judged on its own
             if region_ok and m["region"] != s.region:
                 rules.append(f"its registry's region {m['region']} must be the stack's "
                              f"(aws:region {s.region})")  # fmt: skip
