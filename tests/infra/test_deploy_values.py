@@ -7,6 +7,7 @@ the others (one region, one account, no example account). The local stack needs 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +35,20 @@ def deploy_doc(stack: str = "dev") -> dict[str, Any]:
     return copy.deepcopy(fill_missing(doc, deploy_values(stack))[0])
 
 
+def unset_doc(stack: str = "dev") -> dict[str, Any]:
+    """The stack file as a new environment has it: no deploy-only value set (the committed
+    files may hold an operator's real ones)."""
+    doc = copy.deepcopy(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()))
+    for key in ("image", "dataRedisSecretArn", "resultBackendSecretArn", "network"):
+        doc["config"].pop(NS + key, None)
+    return doc
+
+
+def write_unset(root: Path, stack: str) -> Path:
+    (root / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(unset_doc(stack)))
+    return root
+
+
 def problems(doc: dict[str, Any], deploy: bool = True) -> list[str]:
     with pytest.raises(SettingsError) as info:
         from_mapping(doc, "dev", "Pulumi.dev.yaml", deploy=deploy)
@@ -41,16 +56,27 @@ def problems(doc: dict[str, Any], deploy: bool = True) -> list[str]:
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_the_stack_files_hold_no_deploy_values(stack: str) -> None:
-    config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-    for key in ("image", "dataRedisSecretArn", "resultBackendSecretArn", "network"):
-        assert NS + key not in config, f"{key} is the operator's to set, per environment"
+def test_the_stack_files_hold_no_placeholder_and_no_fixture_value(stack: str) -> None:
+    # Each operator sets the deploy values (`pulumi config set` writes them into the file):
+    # whatever is there must load (well-formed, no example account), and none may be the
+    # fixture's, which names no real account.
+    load_stack(stack)
+    text = (ROOT / f"Pulumi.{stack}.yaml").read_text()
+    fixture = yaml.safe_dump(deploy_values("dev")) + yaml.safe_dump(deploy_values("prod"))
+    for token in ("246813579024", "vpc-0dev", "subnet-0dev", "vpc-0prod", "123456789012"):
+        assert token not in text.replace("<account>", "")
+    for line in fixture.splitlines():
+        value = line.split(": ", 1)[-1].strip("- ")
+        if len(value) > 12:
+            assert value not in text, value
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_preview_of_an_unset_stack_names_each_missing_key_and_its_command(stack: str) -> None:
+def test_preview_of_an_unset_stack_names_each_missing_key_and_its_command(
+    stack: str, tmp_path: Path
+) -> None:
     # What `pulumi preview` reads: the stack file alone, through pulumi.Config.
-    install(stack, config=pulumi_config(stack))
+    install(stack, config=pulumi_config(stack, write_unset(tmp_path, stack)))
     with pytest.raises(SettingsError) as info:
         from_pulumi_config()
     assert info.value.keys == list(DEPLOY_KEYS)
@@ -63,8 +89,9 @@ def test_preview_of_an_unset_stack_names_each_missing_key_and_its_command(stack:
     assert "pulumi config set --path 'amply-jobs:network.privateSubnetIds[0]' subnet-" in lines[3]
 
 
-def test_the_offline_plan_without_the_fixture_refuses_as_preview_does() -> None:
-    proc = run_plan("prod", "--deploy-values", "")
+def test_the_offline_plan_without_the_fixture_refuses_as_preview_does(tmp_path: Path) -> None:
+    write_unset(tmp_path, "prod")
+    proc = run_plan("prod", "--deploy-values", "", "--root", str(tmp_path))
     assert proc.returncode == 2 and proc.stdout == ""
     (line,) = proc.stderr.strip().splitlines()
     for key in DEPLOY_KEYS:
@@ -72,20 +99,24 @@ def test_the_offline_plan_without_the_fixture_refuses_as_preview_does() -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_the_text_plan_says_which_values_come_from_the_fixture() -> None:
-    proc = run_plan("dev")
+def test_the_text_plan_says_which_values_come_from_the_fixture(tmp_path: Path) -> None:
+    proc = run_plan("dev", "--root", str(write_unset(tmp_path, "dev")))
     assert proc.returncode == 0, proc.stderr
-    assert "Deploy values from tests/fixtures/deploy-values.yaml" in proc.stdout.splitlines()[1]
+    assert proc.stdout.splitlines()[1] == (
+        "Deploy values from tests/fixtures/deploy-values.yaml (not in the stack file): "
+        "amply-jobs:image, amply-jobs:resultBackendSecretArn, amply-jobs:dataRedisSecretArn, "
+        "amply-jobs:network"
+    )
 
 
-def test_the_local_stack_loads_without_deploy_values() -> None:
+def test_the_local_stack_loads_without_deploy_values(tmp_path: Path) -> None:
     # make run / amply-jobs dev read the stack file for tiers and groups only.
-    s = load_stack("dev")
+    s = load_stack("dev", write_unset(tmp_path, "dev"))
     assert s.image == "" and s.network.vpc_id == "" and s.worker_groups
 
 
 def test_values_set_in_the_stack_file_win_over_the_fixture() -> None:
-    doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    doc = unset_doc("dev")
     doc["config"][NS + "network"] = {"vpcId": "vpc-0123456789abcdef0"}
     filled, keys = fill_missing(doc, deploy_values("dev"))
     assert filled["config"][NS + "network"]["vpcId"] == "vpc-0123456789abcdef0"
