@@ -275,9 +275,12 @@ class NetworkSettings:
     """Where the worker services run."""
 
     vpc_id: str = ""
-    """``vpcId``: the VPC of the private subnets. Required for the ECS services."""
+    """``vpcId``: the VPC of the private subnets, ``vpc-`` and 8 or 17 lowercase hex digits.
+    Deploy-only: required to deploy the ECS services, set by the operator with ``pulumi config
+    set --path amply-jobs:network.vpcId``; the local stack needs none. Default empty."""
     subnet_ids: tuple[str, ...] = ()
-    """``privateSubnetIds``: private subnets (egress through NAT). Required for ECS."""
+    """``privateSubnetIds``: private subnets (egress through NAT), each ``subnet-`` and 8 or 17
+    lowercase hex digits, none twice. Deploy-only, like ``vpcId``. Default none."""
     assign_public_ip: bool = False
     """``assignPublicIp``: default false."""
 
@@ -302,18 +305,24 @@ class StackSettings:
     """``timeLimitMarginSeconds``: the least gap between a tier's hard time limit and its
     visibility timeout. Default 60."""
     image: str = ""
-    """``image``: the worker image (``repo:tag`` or digest). Required for the ECS services."""
+    """``image``: the worker image, an ECR image of the stack's region pinned by digest or a
+    release tag (``<account>.dkr.ecr.<region>.amazonaws.com/<repository>@sha256:<digest>``;
+    never ``latest``). Its registry's account is the stack's account (:attr:`account_id`), which
+    every ARN below must name. Deploy-only: required to deploy the ECS services. Default
+    empty."""
     cluster_name: str = ""
     """``clusterName``: an existing ECS cluster to use; empty creates one. Default empty."""
     log_retention_days: int = 30
     """``logRetentionDays``: CloudWatch Logs retention of worker logs. Default 30."""
     result_backend_secret_arn: str = ""
-    """``resultBackendSecretArn``: SSM parameter or Secrets Manager ARN holding the Redis URL
-    of the result backend; empty runs without results. Default empty."""
+    """``resultBackendSecretArn``: SSM parameter or Secrets Manager ARN (the stack's region and
+    account) holding the Redis URL of the result backend; empty runs without results. Default
+    empty."""
     data_redis_secret_arn: str = ""
     """``dataRedisSecretArn``: SSM parameter or Secrets Manager ARN holding the Redis URL of
     the tasks' data (``AMPLY_REDIS_URL``: webhook endpoints, donation events, checkpoints,
-    reports). Required for the ECS services. Default empty."""
+    reports), in the stack's region and account. Deploy-only: required to deploy the ECS
+    services. Default empty."""
     network: NetworkSettings = field(default_factory=NetworkSettings)
 
     # ---- derived names: the one place queue names are built -------------------------------

@@ -617,7 +617,9 @@ class WorkerService(pulumi.ComponentResource):
 
 def service_problems(settings: StackSettings) -> list[Problem]:
     """What the worker services need that the settings may leave empty (the queues and the
-    local stack do without them): an image, the data Redis secret, a VPC and its subnets."""
+    local stack do without them): an image, the data Redis secret, a VPC and its subnets.
+    Settings read for a deploy (``parse(deploy=True)``) already refuse these, with the
+    ``pulumi config set`` command; this guards a caller that builds the services directly."""
     if not settings.worker_groups:
         return []
     rule = "is required for the ECS worker services"

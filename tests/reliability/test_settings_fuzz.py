@@ -89,7 +89,7 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "tiers[].timeLimitSeconds": (1, None),
     "dlq.messageRetentionSeconds": (60, 1_209_600),
     "dlq.visibilityTimeoutSeconds": (0, 43_200),
-    "alarms.periodSeconds": (10, 86_400),
+    "alarms.periodSeconds": (60, 86_400),
     "alarms.depthThreshold": (1, None),
     "alarms.depthEvaluationPeriods": (1, 100),
     "alarms.ageThresholdSeconds": (1, None),
