@@ -111,6 +111,11 @@ class JobQueues(pulumi.ComponentResource):
         tier_arns = pulumi.Output.all(partition, account).apply(
             lambda v: [f"arn:{v[0]}:sqs:{s.region}:{v[1]}:{n}" for n in queue_names]
         )
+        # The tiers' redrive target the same way: known during a first preview (invokes are),
+        # so the policy pack can check every redrive policy before anything exists.
+        dlq_arn = pulumi.Output.all(partition, account).apply(
+            lambda v: f"arn:{v[0]}:sqs:{s.region}:{v[1]}:{s.dlq_name}"
+        )
         self.redrive_allow = aws.sqs.RedriveAllowPolicy(
             f"{s.dlq_name}-redrive-allow",
             queue_url=self.dlq.url,
@@ -120,12 +125,13 @@ class JobQueues(pulumi.ComponentResource):
             opts=child,
         )
 
+        # The allow policy waits for the DLQ (its URL), so the tiers wait for both.
         tier_opts = pulumi.ResourceOptions.merge(
-            queue_opts, pulumi.ResourceOptions(depends_on=[self.redrive_allow])
+            queue_opts, pulumi.ResourceOptions(depends_on=[self.dlq, self.redrive_allow])
         )
         self.tiers = {}
         for tier in s.tiers:
-            self.tiers[tier.name] = self._tier(s, tier, tier_opts)
+            self.tiers[tier.name] = self._tier(s, tier, dlq_arn, tier_opts)
 
         self.urls = {n: q.url for n, q in self.tiers.items()}
         self.arns = {n: q.arn for n, q in self.tiers.items()}
@@ -150,7 +156,11 @@ class JobQueues(pulumi.ComponentResource):
         )
 
     def _tier(
-        self, s: StackSettings, tier: TierSettings, opts: pulumi.ResourceOptions
+        self,
+        s: StackSettings,
+        tier: TierSettings,
+        dlq_arn: pulumi.Output[str],
+        opts: pulumi.ResourceOptions,
     ) -> aws.sqs.Queue:
         name = s.queue_name(tier)
         # Everything but the redrive policy is known now; the redrive policy needs the DLQ ARN.
@@ -159,9 +169,7 @@ class JobQueues(pulumi.ComponentResource):
             name,
             name=name,
             **queue_args(attrs, skip=frozenset({"RedrivePolicy"})),
-            redrive_policy=self.dlq.arn.apply(
-                lambda arn: tier_attributes(tier, arn)["RedrivePolicy"]
-            ),
+            redrive_policy=dlq_arn.apply(lambda arn: tier_attributes(tier, arn)["RedrivePolicy"]),
             tags=tier_tags(s, tier),
             opts=opts,
         )
