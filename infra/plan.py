@@ -131,6 +131,32 @@ def build(
     }
 
 
+def first_preview(
+    stack: str, root: Path | None = None, values: Path | None = DEPLOY_VALUES
+) -> list[dict[str, Any]]:
+    """The resources of ``stack`` as a first ``pulumi preview`` hands them to the policy pack:
+    nothing exists yet, so every input computed from another resource holds the engine's
+    unknown sentinel; JSON documents stay strings. Each: ``type``, ``name``, ``urn``,
+    ``props``."""
+    fill = deploy_values(stack, values)
+    settings = load_stack(stack, root, deploy=True, fill=fill)
+    from infra.mocks import ACCOUNT, run_mocked
+
+    run = run_mocked(
+        lambda: runpy.run_path(str(PROGRAM), run_name="__main__"),
+        stack,
+        region=settings.region,
+        account=settings.account_id or ACCOUNT,
+        config=pulumi_config(stack, root, fill),
+        first_preview=True,
+    )
+    return [
+        {"type": r.type, "name": r.name, "urn": r.urn, "props": r.wire}
+        for r in sorted(run.monitor.registered.values(), key=lambda r: r.urn)
+        if r.custom
+    ]
+
+
 def render_json(plan: dict[str, Any]) -> str:
     return json.dumps(plan, indent=2, sort_keys=True) + "\n"
 
