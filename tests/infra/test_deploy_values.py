@@ -23,7 +23,7 @@ from infra.settings import (
     from_pulumi_config,
     load_stack,
 )
-from tests.infra.conftest import ROOT, run_plan
+from tests.infra.conftest import ROOT, run_plan, unset_stack_doc
 
 NS = f"{PROJECT}:"
 DEPLOY_KEYS = ("image", "dataRedisSecretArn", "network.vpcId", "network.privateSubnetIds")
@@ -31,17 +31,11 @@ DEPLOY_KEYS = ("image", "dataRedisSecretArn", "network.vpcId", "network.privateS
 
 def deploy_doc(stack: str = "dev") -> dict[str, Any]:
     """The stack file with the fixture's deploy values: a stack an operator has set up."""
-    doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
-    return copy.deepcopy(fill_missing(doc, deploy_values(stack))[0])
+    return copy.deepcopy(fill_missing(unset_stack_doc(stack), deploy_values(stack))[0])
 
 
 def unset_doc(stack: str = "dev") -> dict[str, Any]:
-    """The stack file as a new environment has it: no deploy-only value set (the committed
-    files may hold an operator's real ones)."""
-    doc = copy.deepcopy(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()))
-    for key in ("image", "dataRedisSecretArn", "resultBackendSecretArn", "network"):
-        doc["config"].pop(NS + key, None)
-    return doc
+    return unset_stack_doc(stack)
 
 
 def write_unset(root: Path, stack: str) -> Path:
