@@ -31,7 +31,11 @@ alarms = QueueAlarms(
 )
 policies = JobPolicies(
     "jobs-policies",
-    JobPoliciesArgs(settings=settings, queue_arns=queues.arns, dlq_arn=queues.dlq_arn),
+    # ARNs built from the queue names: known in a first preview, so the policy pack judges the
+    # documents before anything exists.
+    JobPoliciesArgs(
+        settings=settings, queue_arns=queues.planned_arns, dlq_arn=queues.planned_dlq_arn
+    ),
 )
 
 tier_names = settings.tier_names

@@ -12,7 +12,7 @@ fails instead of silently dropping it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +59,13 @@ def queue_args(
     return out
 
 
+def _nth(i: int) -> Callable[[list[str]], str]:
+    def pick(items: list[str]) -> str:
+        return items[i]
+
+    return pick
+
+
 @dataclass(frozen=True)
 class JobQueuesArgs:
     settings: StackSettings
@@ -72,6 +79,9 @@ class JobQueues(pulumi.ComponentResource):
     ``dlq_arn``, ``dlq_name``, and the queue resources themselves (``tiers``, ``dlq``)."""
 
     tiers: dict[str, aws.sqs.Queue]
+    planned_arns: dict[str, pulumi.Output[str]]
+    """Celery queue name -> the ARN the queue has, built from its name (known in a preview)."""
+    planned_dlq_arn: pulumi.Output[str]
     urls: dict[str, pulumi.Output[str]]
     arns: dict[str, pulumi.Output[str]]
     names: dict[str, pulumi.Output[str]]
@@ -116,6 +126,10 @@ class JobQueues(pulumi.ComponentResource):
         dlq_arn = pulumi.Output.all(partition, account).apply(
             lambda v: f"arn:{v[0]}:sqs:{s.region}:{v[1]}:{s.dlq_name}"
         )
+        # The same for the IAM policies (infra.iam): a policy may name a queue before it exists,
+        # and so the policy pack judges every queue policy on a first preview too.
+        self.planned_arns = {t.name: tier_arns.apply(_nth(i)) for i, t in enumerate(s.tiers)}
+        self.planned_dlq_arn = dlq_arn
         self.redrive_allow = aws.sqs.RedriveAllowPolicy(
             f"{s.dlq_name}-redrive-allow",
             queue_url=self.dlq.url,
@@ -137,12 +151,12 @@ class JobQueues(pulumi.ComponentResource):
         self.arns = {n: q.arn for n, q in self.tiers.items()}
         self.names = {n: q.name for n, q in self.tiers.items()}
         self.dlq_url, self.dlq_arn, self.dlq_name = self.dlq.url, self.dlq.arn, self.dlq.name
-        named = [(s.queue_name(t), self.tiers[t.name]) for t in s.tiers]
-        for queue_name, queue in [*named, (s.dlq_name, self.dlq)]:
+        named = [(s.queue_name(t), self.tiers[t.name], self.planned_arns[t.name]) for t in s.tiers]
+        for queue_name, queue, arn in [*named, (s.dlq_name, self.dlq, self.planned_dlq_arn)]:
             aws.sqs.QueuePolicy(
                 f"{queue_name}-tls-only",
                 queue_url=queue.url,
-                policy=queue.arn.apply(lambda arn: json.dumps(tls_only_policy(arn))),
+                policy=arn.apply(lambda a: json.dumps(tls_only_policy(a))),
                 opts=child,
             )
 

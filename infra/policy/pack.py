@@ -12,8 +12,8 @@ properties through pulumi_policy's proxy, which raises ``UnknownValueError`` on 
 one. The rule then cannot decide, and the engine prints that it could not run on that
 resource during preview (never a silent pass); during ``up`` the inputs are known by the time
 the resource's step runs, and the rule decides before the change. Each rule reads only what it
-judges, so whatever is known is enforced (the tiers' redrive policies are built from names
-for this: known at a first preview).
+judges, so whatever is known is enforced (the tiers' redrive policies and the queue ARNs in
+every policy are built from names for this: known at a first preview).
 """
 
 from __future__ import annotations
