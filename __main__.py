@@ -14,10 +14,15 @@ import pulumi
 from infra.alarms import QueueAlarms, QueueAlarmsArgs
 from infra.iam import JobPolicies, JobPoliciesArgs
 from infra.queues import JobQueues, JobQueuesArgs
-from infra.settings import from_pulumi_config
+from infra.settings import SettingsError, from_pulumi_config
 from infra.workers import worker_services
 
-settings = from_pulumi_config()
+try:
+    settings = from_pulumi_config()
+except SettingsError as exc:
+    # RunError: the engine prints the message alone, one line per bad key (each naming the
+    # `pulumi config set` command where one is missing), not a Python traceback.
+    raise pulumi.RunError(str(exc)) from None
 
 queues = JobQueues("jobs-queues", JobQueuesArgs(settings=settings))
 alarms = QueueAlarms(
@@ -26,7 +31,11 @@ alarms = QueueAlarms(
 )
 policies = JobPolicies(
     "jobs-policies",
-    JobPoliciesArgs(settings=settings, queue_arns=queues.arns, dlq_arn=queues.dlq_arn),
+    # ARNs built from the queue names: known in a first preview, so the policy pack judges the
+    # documents before anything exists.
+    JobPoliciesArgs(
+        settings=settings, queue_arns=queues.planned_arns, dlq_arn=queues.planned_dlq_arn
+    ),
 )
 
 tier_names = settings.tier_names

@@ -25,6 +25,7 @@ RUNBOOK = {
     "depth": "queue-depth",
     "age": "oldest-message-age",
     "dlq": "dead-letters-in-the-dlq",
+    "dlq-age": "dead-letters-near-expiry",
 }
 """Alarm kind -> the anchor of its section in ``docs/runbook.md``."""
 
@@ -34,7 +35,7 @@ class AlarmSpec:
     """One CloudWatch alarm, before it is bound to a topic."""
 
     name: str
-    kind: str  # "depth" | "age" | "dlq"
+    kind: str  # "depth" | "age" | "dlq" | "dlq-age"
     queue: str  # the SQS queue name (the metric's QueueName dimension)
     metric: str
     comparison: str
@@ -49,7 +50,8 @@ def runbook_link(kind: str) -> str:
 
 
 def alarm_specs(settings: StackSettings) -> list[AlarmSpec]:
-    """Every alarm of the stack: depth and oldest-message age per tier, and DLQ not empty."""
+    """Every alarm of the stack: depth and oldest-message age per tier; the DLQ not empty, and
+    its oldest letter near expiry."""
     a = settings.alarms
     specs: list[AlarmSpec] = []
     for tier in settings.tiers:
@@ -103,6 +105,27 @@ def alarm_specs(settings: StackSettings) -> list[AlarmSpec]:
                 f"{dlq} holds at least {a.dlq_threshold} dead-lettered message(s): a task "
                 f"failed on every attempt or could not be decoded. Runbook: "
                 f"{runbook_link('dlq')}"
+            ),
+        )
+    )
+    # SQS keeps a letter's first enqueue time, so it expires from the DLQ sooner than the DLQ's
+    # retention says, while the DLQ's age metric counts from the move: the threshold sits
+    # below retention minus the longest tier retention (settings), so this fires first.
+    age = settings.dlq_age_alarm_threshold()
+    specs.append(
+        AlarmSpec(
+            name=f"{dlq}-oldest-age",
+            kind="dlq-age",
+            queue=dlq,
+            metric="ApproximateAgeOfOldestMessage",
+            comparison="GreaterThanThreshold",
+            threshold=age,
+            periods=a.dlq_periods,
+            period=a.period,
+            description=(
+                f"A letter has waited in {dlq} more than {age}s: the first letters expire in "
+                f"{settings.dlq_safe_age - age}s or more, unseen. Export them now. Runbook: "
+                f"{runbook_link('dlq-age')}"
             ),
         )
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+from google.protobuf import json_format
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 from pulumi.runtime.settings import SETTINGS, get_root_resource
@@ -23,8 +24,11 @@ from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from infra.settings import PROJECT
 
-ACCOUNT = "123456789012"
-"""The account id the mocks (and so the plan and the snapshots) use."""
+ACCOUNT = "246813579024"
+"""The account id the mocks (and so the plan and the snapshots) use: the account of the
+deploy-values fixture (tests/fixtures/deploy-values.yaml), so the ARNs the mocks make and those
+the settings name agree, as they must in AWS. Not AWS's documentation account 123456789012,
+which the settings refuse."""
 
 
 def _digest(*parts: str, length: int = 16) -> str:
@@ -250,6 +254,16 @@ _HANDLERS: dict[str, _Handler] = {
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class FirstPreviewMocks(AmplyMocks):
+    """A first ``pulumi preview``: no resource exists yet, so nothing a resource computes (ids,
+    ARNs, URLs) is known, and every input built from one is unknown (the engine's sentinel, as
+    the policy pack receives it). Provider functions (caller identity, partition) do answer."""
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+        return None, dict(args.inputs)
+
+
 @dataclass(frozen=True)
 class Registered:
     """One resource as the program registered it: resolved inputs plus the options that
@@ -262,6 +276,10 @@ class Registered:
     custom: bool
     protect: bool
     parent: str
+    dependencies: tuple[str, ...] = ()
+    """URNs the resource waits for (``depends_on`` and the outputs among its inputs)."""
+    wire: dict[str, Any] = field(default_factory=dict)
+    """The inputs as the engine sends them (unknown values as its sentinel strings)."""
 
 
 class RecordingMonitor(MockMonitor):
@@ -284,6 +302,8 @@ class RecordingMonitor(MockMonitor):
                 custom=bool(request.custom),
                 protect=bool(request.protect),
                 parent=request.parent,
+                dependencies=tuple(request.dependencies),
+                wire=json_format.MessageToDict(request.object),
             )
         return response
 
@@ -315,14 +335,19 @@ def install(
     region: str = "eu-west-1",
     account: str = ACCOUNT,
     config: dict[str, str] | None = None,
+    first_preview: bool = False,
 ) -> RecordingMonitor:
-    """Point the (process-global) Pulumi runtime at fresh mocks for ``stack``.
+    """Point the (process-global) Pulumi runtime at fresh mocks for ``stack`` (with
+    ``first_preview``, :class:`FirstPreviewMocks` in a dry run).
 
     Call it before building any resource; each call starts from an empty registry, so tests
     that call it first do not see each other's resources."""
-    mocks = AmplyMocks(region=region, account=account)
+    kind = FirstPreviewMocks if first_preview else AmplyMocks
+    mocks = kind(region=region, account=account)
     monitor = RecordingMonitor(mocks)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(
+        mocks, project=PROJECT, stack=stack, preview=first_preview, monitor=monitor
+    )
     pulumi.runtime.set_all_config(dict(config or {}))
     SETTINGS.rpc_manager.clear()
     root = get_root_resource()
@@ -338,10 +363,13 @@ def run_mocked(
     region: str = "eu-west-1",
     account: str = ACCOUNT,
     config: dict[str, str] | None = None,
+    first_preview: bool = False,
 ) -> MockRun:
     """Run ``program`` to completion under fresh mocks; resolve what it returns and the stack
-    outputs it exported."""
-    monitor = install(stack, region=region, account=account, config=config)
+    outputs it exported (unknown ones left out in a ``first_preview``)."""
+    monitor = install(
+        stack, region=region, account=account, config=config, first_preview=first_preview
+    )
     run = MockRun(monitor)
 
     async def main() -> None:

@@ -8,6 +8,12 @@ The Pulumi CLI and the AWS provider plugin cannot be installed from package regi
 this is how the program is exercised off CI: every input is resolved (policy documents and
 other JSON strings parsed), ids and ARNs come from :mod:`infra.mocks`, and two runs print the
 same bytes. A bad settings file prints the one-line :class:`SettingsError` and exits 2.
+
+The stack files leave the deploy-only values (image, secret ARNs, VPC, subnets) to each
+environment's operator. The plan takes those a stack file lacks from a fixture of well-formed
+values, ``tests/fixtures/deploy-values.yaml`` (``--deploy-values PATH`` to use another file,
+``--deploy-values ''`` for none: then a missing one fails as ``pulumi preview`` would), and
+the text plan's header names each key it took from there. The mocks' account is the image's.
 """
 
 from __future__ import annotations
@@ -21,15 +27,30 @@ from typing import Any
 import click
 import yaml
 
-from infra.settings import ROOT, SettingsError, load_stack, stack_file
+from infra.settings import ROOT, SettingsError, fill_missing, load_stack, stack_file
 
 PROGRAM = ROOT / "__main__.py"
+DEPLOY_VALUES = ROOT / "tests" / "fixtures" / "deploy-values.yaml"
+"""Well-formed deploy-only values per stack (not a real account): what the plan runs with
+where a stack file leaves them to its operator."""
 
 
-def pulumi_config(stack: str, root: Path | None = None) -> dict[str, str]:
-    """The stack file's config as the engine hands it to a program: plain strings as they are,
-    everything else (numbers, booleans, lists, mappings) as JSON."""
+def deploy_values(stack: str, path: Path | None = DEPLOY_VALUES) -> dict[str, object]:
+    """The fixture's config keys for ``stack``; none without a file or for another stack."""
+    if path is None or not path.is_file():
+        return {}
+    doc = yaml.safe_load(path.read_text()) or {}
+    return dict(doc.get(stack) or {}) if isinstance(doc, dict) else {}
+
+
+def pulumi_config(
+    stack: str, root: Path | None = None, fill: dict[str, object] | None = None
+) -> dict[str, str]:
+    """The stack file's config (plus ``fill`` where it lacks a key) as the engine hands it to
+    a program: plain strings as they are, everything else (numbers, booleans, lists,
+    mappings) as JSON."""
     doc = yaml.safe_load(stack_file(stack, root).read_text()) or {}
+    doc, _ = fill_missing(doc, fill or {})
     config = doc.get("config") or {}
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
 
@@ -64,19 +85,32 @@ def _name_of(urn: str) -> str:
     return urn.rsplit("::", 1)[-1] if urn else ""
 
 
-def build(stack: str, root: Path | None = None) -> dict[str, Any]:
+def filled_keys(
+    stack: str, root: Path | None = None, values: Path | None = DEPLOY_VALUES
+) -> list[str]:
+    """The config keys the plan of ``stack`` takes from the fixture (the file lacks them)."""
+    doc = yaml.safe_load(stack_file(stack, root).read_text()) or {}
+    return fill_missing(doc, deploy_values(stack, values))[1]
+
+
+def build(
+    stack: str, root: Path | None = None, values: Path | None = DEPLOY_VALUES
+) -> dict[str, Any]:
     """Run the program for ``stack`` under mocks; the plan as one JSON-able document.
 
-    Raises :class:`SettingsError` for a bad settings file, before anything runs."""
-    settings = load_stack(stack, root)
-    config = pulumi_config(stack, root)
+    Raises :class:`SettingsError` for a bad settings file, before anything runs: the same
+    checks as ``pulumi preview`` (deploy-only values required)."""
+    fill = deploy_values(stack, values)
+    settings = load_stack(stack, root, deploy=True, fill=fill)
+    config = pulumi_config(stack, root, fill)
     # Imported here: the settings check above must not need the Pulumi SDK to report.
-    from infra.mocks import run_mocked
+    from infra.mocks import ACCOUNT, run_mocked
 
     run = run_mocked(
         lambda: runpy.run_path(str(PROGRAM), run_name="__main__"),
         stack,
         region=settings.region,
+        account=settings.account_id or ACCOUNT,
         config=config,
     )
     resources = [
@@ -97,12 +131,42 @@ def build(stack: str, root: Path | None = None) -> dict[str, Any]:
     }
 
 
+def first_preview(
+    stack: str, root: Path | None = None, values: Path | None = DEPLOY_VALUES
+) -> list[dict[str, Any]]:
+    """The resources of ``stack`` as a first ``pulumi preview`` hands them to the policy pack:
+    nothing exists yet, so every input computed from another resource holds the engine's
+    unknown sentinel; JSON documents stay strings. Each: ``type``, ``name``, ``urn``,
+    ``props``."""
+    fill = deploy_values(stack, values)
+    settings = load_stack(stack, root, deploy=True, fill=fill)
+    from infra.mocks import ACCOUNT, run_mocked
+
+    run = run_mocked(
+        lambda: runpy.run_path(str(PROGRAM), run_name="__main__"),
+        stack,
+        region=settings.region,
+        account=settings.account_id or ACCOUNT,
+        config=pulumi_config(stack, root, fill),
+        first_preview=True,
+    )
+    return [
+        {"type": r.type, "name": r.name, "urn": r.urn, "props": r.wire}
+        for r in sorted(run.monitor.registered.values(), key=lambda r: r.urn)
+        if r.custom
+    ]
+
+
 def render_json(plan: dict[str, Any]) -> str:
     return json.dumps(plan, indent=2, sort_keys=True) + "\n"
 
 
-def render_text(plan: dict[str, Any]) -> str:
-    lines = [f"Offline plan of stack {plan['stack']} (Pulumi mocks; no cloud calls)", ""]
+def render_text(plan: dict[str, Any], filled: list[str] | None = None, source: str = "") -> str:
+    lines = [f"Offline plan of stack {plan['stack']} (Pulumi mocks; no cloud calls)"]
+    if filled:
+        lines.append(f"Deploy values from {source} (not in the stack "
+                     f"file): {', '.join(filled)}")  # fmt: skip
+    lines.append("")
     for r in plan["resources"]:
         flags = " [protected]" if r["protect"] else ""
         parent = f"  (in {r['parent']})" if r["parent"] else ""
@@ -134,14 +198,27 @@ def render_text(plan: dict[str, Any]) -> str:
     default=None,
     help="Directory holding Pulumi.<stack>.yaml (default: the project).",
 )
-def main(stack: str, as_json: bool, root: Path | None) -> None:
+@click.option(
+    "--deploy-values",
+    "values",
+    default=str(DEPLOY_VALUES),
+    show_default=True,
+    help="YAML of deploy-only values per stack, used where the stack file lacks a key; '' for "
+    "none.",
+)
+def main(stack: str, as_json: bool, root: Path | None, values: str) -> None:
     """Print the offline plan of STACK (dev, prod): every resource and the outputs."""
+    path = Path(values) if values else None
     try:
-        plan = build(stack, root)
+        plan = build(stack, root, path)
     except SettingsError as exc:
         click.echo(f"error: {exc.one_line()}", err=True)
         sys.exit(2)
-    click.echo(render_json(plan) if as_json else render_text(plan), nl=False)
+    if as_json:
+        click.echo(render_json(plan), nl=False)
+    else:
+        shown = str(path.relative_to(ROOT)) if path and path.is_relative_to(ROOT) else str(path)
+        click.echo(render_text(plan, filled_keys(stack, root, path), shown), nl=False)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ fails instead of silently dropping it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +59,13 @@ def queue_args(
     return out
 
 
+def _nth(i: int) -> Callable[[list[str]], str]:
+    def pick(items: list[str]) -> str:
+        return items[i]
+
+    return pick
+
+
 @dataclass(frozen=True)
 class JobQueuesArgs:
     settings: StackSettings
@@ -72,6 +79,9 @@ class JobQueues(pulumi.ComponentResource):
     ``dlq_arn``, ``dlq_name``, and the queue resources themselves (``tiers``, ``dlq``)."""
 
     tiers: dict[str, aws.sqs.Queue]
+    planned_arns: dict[str, pulumi.Output[str]]
+    """Celery queue name -> the ARN the queue has, built from its name (known in a preview)."""
+    planned_dlq_arn: pulumi.Output[str]
     urls: dict[str, pulumi.Output[str]]
     arns: dict[str, pulumi.Output[str]]
     names: dict[str, pulumi.Output[str]]
@@ -98,17 +108,29 @@ class JobQueues(pulumi.ComponentResource):
             opts=queue_opts,
         )
 
-        self.tiers = {}
-        for tier in s.tiers:
-            self.tiers[tier.name] = self._tier(s, tier, queue_opts)
-
-        self.urls = {n: q.url for n, q in self.tiers.items()}
-        self.arns = {n: q.arn for n, q in self.tiers.items()}
-        self.names = {n: q.name for n, q in self.tiers.items()}
-        self.dlq_url, self.dlq_arn, self.dlq_name = self.dlq.url, self.dlq.arn, self.dlq.name
-
-        tier_arns = pulumi.Output.all(*self.arns.values())
-        aws.sqs.RedriveAllowPolicy(
+        # The DLQ's allow list names every tier *before* any tier points its redrive policy
+        # at the DLQ: SQS refuses a RedrivePolicy whose source the DLQ's byQueue list does not
+        # name, so a tier added to a live stack must first be on the list. The ARNs are built
+        # from the names (an SQS queue's ARN is arn:<partition>:sqs:<region>:<account>:<name>)
+        # rather than read from the tiers, so the allow policy depends on no tier, and every
+        # tier depends on it.
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        account = aws.get_caller_identity_output(opts=invoke).account_id
+        partition = aws.get_partition_output(opts=invoke).partition
+        queue_names = [s.queue_name(t) for t in s.tiers]
+        tier_arns = pulumi.Output.all(partition, account).apply(
+            lambda v: [f"arn:{v[0]}:sqs:{s.region}:{v[1]}:{n}" for n in queue_names]
+        )
+        # The tiers' redrive target the same way: known during a first preview (invokes are),
+        # so the policy pack can check every redrive policy before anything exists.
+        dlq_arn = pulumi.Output.all(partition, account).apply(
+            lambda v: f"arn:{v[0]}:sqs:{s.region}:{v[1]}:{s.dlq_name}"
+        )
+        # The same for the IAM policies (infra.iam): a policy may name a queue before it exists,
+        # and so the policy pack judges every queue policy on a first preview too.
+        self.planned_arns = {t.name: tier_arns.apply(_nth(i)) for i, t in enumerate(s.tiers)}
+        self.planned_dlq_arn = dlq_arn
+        self.redrive_allow = aws.sqs.RedriveAllowPolicy(
             f"{s.dlq_name}-redrive-allow",
             queue_url=self.dlq.url,
             redrive_allow_policy=tier_arns.apply(
@@ -116,12 +138,25 @@ class JobQueues(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        named = [(s.queue_name(t), self.tiers[t.name]) for t in s.tiers]
-        for queue_name, queue in [*named, (s.dlq_name, self.dlq)]:
+
+        # The allow policy waits for the DLQ (its URL), so the tiers wait for both.
+        tier_opts = pulumi.ResourceOptions.merge(
+            queue_opts, pulumi.ResourceOptions(depends_on=[self.dlq, self.redrive_allow])
+        )
+        self.tiers = {}
+        for tier in s.tiers:
+            self.tiers[tier.name] = self._tier(s, tier, dlq_arn, tier_opts)
+
+        self.urls = {n: q.url for n, q in self.tiers.items()}
+        self.arns = {n: q.arn for n, q in self.tiers.items()}
+        self.names = {n: q.name for n, q in self.tiers.items()}
+        self.dlq_url, self.dlq_arn, self.dlq_name = self.dlq.url, self.dlq.arn, self.dlq.name
+        named = [(s.queue_name(t), self.tiers[t.name], self.planned_arns[t.name]) for t in s.tiers]
+        for queue_name, queue, arn in [*named, (s.dlq_name, self.dlq, self.planned_dlq_arn)]:
             aws.sqs.QueuePolicy(
                 f"{queue_name}-tls-only",
                 queue_url=queue.url,
-                policy=queue.arn.apply(lambda arn: json.dumps(tls_only_policy(arn))),
+                policy=arn.apply(lambda a: json.dumps(tls_only_policy(a))),
                 opts=child,
             )
 
@@ -135,7 +170,11 @@ class JobQueues(pulumi.ComponentResource):
         )
 
     def _tier(
-        self, s: StackSettings, tier: TierSettings, opts: pulumi.ResourceOptions
+        self,
+        s: StackSettings,
+        tier: TierSettings,
+        dlq_arn: pulumi.Output[str],
+        opts: pulumi.ResourceOptions,
     ) -> aws.sqs.Queue:
         name = s.queue_name(tier)
         # Everything but the redrive policy is known now; the redrive policy needs the DLQ ARN.
@@ -144,9 +183,7 @@ class JobQueues(pulumi.ComponentResource):
             name,
             name=name,
             **queue_args(attrs, skip=frozenset({"RedrivePolicy"})),
-            redrive_policy=self.dlq.arn.apply(
-                lambda arn: tier_attributes(tier, arn)["RedrivePolicy"]
-            ),
+            redrive_policy=dlq_arn.apply(lambda arn: tier_attributes(tier, arn)["RedrivePolicy"]),
             tags=tier_tags(s, tier),
             opts=opts,
         )

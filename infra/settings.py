@@ -14,6 +14,7 @@ lists every bad key at once, each with its value and the rule it breaks.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -56,6 +57,53 @@ FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
 }
 ARCHITECTURES = ("X86_64", "ARM64")
 SCALING_METRICS = ("backlogPerTask", "queueDepth")
+MAX_TIERS = 10
+"""The DLQ's ``RedriveAllowPolicy`` (``byQueue``) names at most 10 source queues."""
+ALARM_WINDOW_MAX = 86_400
+"""CloudWatch: an alarm's period x evaluation periods is at most one day."""
+
+# AWS's example and emulator accounts: a stack naming one of them was never set for real.
+PLACEHOLDER_ACCOUNTS = frozenset({"123456789012", "111122223333", "444455556666", "000000000000"})
+# EC2 resource ids: the type, then 8 (older) or 17 lowercase hex digits. EC2's API model gives
+# no pattern for them (botocore's VpcId shape is a bare string), so this one is by hand.
+VPC_ID_RE = re.compile(r"^vpc-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+SUBNET_ID_RE = re.compile(r"^subnet-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+# An ECR image: <registry id>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag][@digest].
+# The parts are checked one by one (botocore's ECR model for the registry id and repository).
+ECR_IMAGE_RE = re.compile(
+    r"^(?P<account>[^./]+)\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?P<cn>\.cn)?/"
+    r"(?P<repo>[^:@]+)(?::(?P<tag>[^@]*))?(?:@(?P<digest>.*))?$"
+)
+_IMAGE_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # Docker's tag grammar
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+SECRET_ARN_RE = re.compile(
+    r"^arn:(?P<partition>aws|aws-cn|aws-us-gov):(?P<service>ssm|secretsmanager):"
+    r"(?P<region>[a-z0-9-]+):(?P<account>\d{12}):(?P<resource>(?:parameter/|secret:).+)$"
+)
+
+
+@functools.cache
+def _aws_shape(service: str, shape: str) -> dict[str, Any]:
+    """A string shape's constraints (``min``, ``max``, ``pattern``) from botocore's model of
+    the AWS API: AWS's own published rule instead of one restated here. Imported lazily: the
+    settings load without botocore until a rule needs it."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model(service)
+    return dict(model.shape_for(shape).metadata)
+
+
+def aws_string_rule(value: str, service: str, shape: str) -> str | None:
+    """Why ``value`` breaks botocore's ``service``/``shape`` string rule; None if it keeps it."""
+    meta = _aws_shape(service, shape)
+    lo, hi, pattern = meta.get("min", 0), meta.get("max"), meta.get("pattern")
+    where = f"(AWS's {service} model, {shape})"
+    if len(value) < lo or (hi is not None and len(value) > hi):
+        size = f"{lo}-{hi}" if hi is not None else f"at least {lo}"
+        return f"is {len(value)} characters; {size} allowed {where}"
+    if pattern and not re.fullmatch(pattern, value):
+        return f"must match {pattern} {where}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -104,8 +152,11 @@ class TierSettings:
     ``amply-celery-high``). Required."""
     visibility_timeout: int = 1800
     """``visibilityTimeoutSeconds``: default 1800 (30 min)."""
-    message_retention: int = 1_209_600
-    """``messageRetentionSeconds``: default 1209600 (14 days, the SQS maximum)."""
+    message_retention: int = 604_800
+    """``messageRetentionSeconds``: default 604800 (7 days); must be below the DLQ's. SQS
+    keeps a message's first enqueue time when it dead-letters it, so a letter that waited
+    N days in its tier leaves the DLQ N days early: the gap is the least time any dead letter
+    stays in the DLQ (7 days with the defaults)."""
     max_message_size: int = SQS_MAX_MESSAGE_BYTES
     """``maximumMessageSize``: default 262144 (the SQS maximum)."""
     receive_wait_time: int = 20
@@ -128,7 +179,8 @@ class DlqSettings:
     queue: str = "celery-dlq"
     """``queue``: the SQS queue name after the stack prefix. Default ``celery-dlq``."""
     message_retention: int = 1_209_600
-    """``messageRetentionSeconds``: default 1209600 (14 days)."""
+    """``messageRetentionSeconds``: default 1209600 (14 days, the SQS maximum); must be above
+    every tier's."""
     visibility_timeout: int = 30
     """``visibilityTimeoutSeconds``: default 30 (only the DLQ tool receives from it)."""
 
@@ -140,7 +192,9 @@ class AlarmSettings:
     emails: tuple[str, ...] = ()
     """``emails``: addresses subscribed to the alarm topic. Default none."""
     period: int = 60
-    """``periodSeconds``: the evaluation period of every alarm. Default 60."""
+    """``periodSeconds``: the evaluation period of every alarm, a multiple of 60 (SQS's metrics
+    are standard resolution: one point a minute, so a 10 or 30 s period has no data). Period x
+    evaluation periods is at most 86400 (one day). Default 60."""
     depth_threshold: int = 1000
     """``depthThreshold``: visible messages on a tier above which it alarms. Default 1000."""
     depth_periods: int = 3
@@ -154,6 +208,13 @@ class AlarmSettings:
     """``dlqThreshold``: DLQ depth at or above which it alarms. Default 1."""
     dlq_periods: int = 1
     """``dlqEvaluationPeriods``: default 1."""
+    dlq_age_threshold: int | None = None
+    """``dlqAgeThresholdSeconds``: the DLQ alarms when its oldest letter has been there longer
+    than this. On a DLQ, ``ApproximateAgeOfOldestMessage`` counts from the move, but expiry
+    counts from the first enqueue; so it must be below dlq.messageRetentionSeconds minus the
+    longest tier retention (the least time a letter is sure to stay). Default: half that gap
+    (3.5 days with the default retentions). Read it through
+    :meth:`StackSettings.dlq_age_alarm_threshold`."""
 
 
 @dataclass(frozen=True)
@@ -214,9 +275,12 @@ class NetworkSettings:
     """Where the worker services run."""
 
     vpc_id: str = ""
-    """``vpcId``: the VPC of the private subnets. Required for the ECS services."""
+    """``vpcId``: the VPC of the private subnets, ``vpc-`` and 8 or 17 lowercase hex digits.
+    Deploy-only: required to deploy the ECS services, set by the operator with ``pulumi config
+    set --path amply-jobs:network.vpcId``; the local stack needs none. Default empty."""
     subnet_ids: tuple[str, ...] = ()
-    """``privateSubnetIds``: private subnets (egress through NAT). Required for ECS."""
+    """``privateSubnetIds``: private subnets (egress through NAT), each ``subnet-`` and 8 or 17
+    lowercase hex digits, none twice. Deploy-only, like ``vpcId``. Default none."""
     assign_public_ip: bool = False
     """``assignPublicIp``: default false."""
 
@@ -241,18 +305,24 @@ class StackSettings:
     """``timeLimitMarginSeconds``: the least gap between a tier's hard time limit and its
     visibility timeout. Default 60."""
     image: str = ""
-    """``image``: the worker image (``repo:tag`` or digest). Required for the ECS services."""
+    """``image``: the worker image, an ECR image of the stack's region pinned by digest or a
+    release tag (``<account>.dkr.ecr.<region>.amazonaws.com/<repository>@sha256:<digest>``;
+    never ``latest``). Its registry's account is the stack's account (:attr:`account_id`), which
+    every ARN below must name. Deploy-only: required to deploy the ECS services. Default
+    empty."""
     cluster_name: str = ""
     """``clusterName``: an existing ECS cluster to use; empty creates one. Default empty."""
     log_retention_days: int = 30
     """``logRetentionDays``: CloudWatch Logs retention of worker logs. Default 30."""
     result_backend_secret_arn: str = ""
-    """``resultBackendSecretArn``: SSM parameter or Secrets Manager ARN holding the Redis URL
-    of the result backend; empty runs without results. Default empty."""
+    """``resultBackendSecretArn``: SSM parameter or Secrets Manager ARN (the stack's region and
+    account) holding the Redis URL of the result backend; empty runs without results. Default
+    empty."""
     data_redis_secret_arn: str = ""
     """``dataRedisSecretArn``: SSM parameter or Secrets Manager ARN holding the Redis URL of
     the tasks' data (``AMPLY_REDIS_URL``: webhook endpoints, donation events, checkpoints,
-    reports). Required for the ECS services. Default empty."""
+    reports), in the stack's region and account. Deploy-only: required to deploy the ECS
+    services. Default empty."""
     network: NetworkSettings = field(default_factory=NetworkSettings)
 
     # ---- derived names: the one place queue names are built -------------------------------
@@ -267,6 +337,31 @@ class StackSettings:
 
     def service_name(self, group: WorkerGroupSettings) -> str:
         return f"{self.name_prefix}-worker-{group.name}"
+
+    def role_names(self, group: WorkerGroupSettings) -> tuple[str, str]:
+        """The IAM roles of a group's service: the task role and the execution role."""
+        service = self.service_name(group)
+        return f"{service}-task", f"{service}-execution"
+
+    @property
+    def account_id(self) -> str:
+        """The stack's AWS account: the one of the image's ECR registry (every ARN in the
+        settings must name it too). Empty while no image is set."""
+        m = ECR_IMAGE_RE.match(self.image)
+        return m["account"] if m else ""
+
+    @property
+    def dlq_safe_age(self) -> int:
+        """Seconds every dead letter is sure to stay in the DLQ: its retention minus the
+        longest a message may first wait in a tier."""
+        longest = max((t.message_retention for t in self.tiers), default=0)
+        return self.dlq.message_retention - longest
+
+    def dlq_age_alarm_threshold(self) -> int:
+        """``alarms.dlqAgeThresholdSeconds``, or its default: half of :attr:`dlq_safe_age`."""
+        if self.alarms.dlq_age_threshold is not None:
+            return self.alarms.dlq_age_threshold
+        return max(self.dlq_safe_age // 2, 1)
 
     def tier(self, name: str) -> TierSettings:
         for t in self.tiers:
@@ -425,7 +520,7 @@ _TIER_KEYS = {
 _DLQ_KEYS = {"queue", "messageRetentionSeconds", "visibilityTimeoutSeconds"}
 _ALARM_KEYS = {
     "emails", "periodSeconds", "depthThreshold", "depthEvaluationPeriods", "ageThresholdSeconds",
-    "ageEvaluationPeriods", "dlqThreshold", "dlqEvaluationPeriods",
+    "ageEvaluationPeriods", "dlqThreshold", "dlqEvaluationPeriods", "dlqAgeThresholdSeconds",
 }  # fmt: skip
 _GROUP_KEYS = {
     "name", "queues", "concurrency", "cpu", "memory", "architecture", "minCapacity",
@@ -441,6 +536,10 @@ TOP_LEVEL_KEYS = (
 # Top-level keys whose value is a plain string (the rest are YAML scalars, lists or mappings).
 _STRING_KEYS = frozenset(
     {"namePrefix", "image", "clusterName", "resultBackendSecretArn", "dataRedisSecretArn"}
+)
+_SECRET_RULE = (
+    "must be an SSM parameter ARN (arn:aws:ssm:<region>:<account>:parameter/<name>) or a "
+    "Secrets Manager ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>)"
 )
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
@@ -511,9 +610,16 @@ def _group(r: _Reader, key: str, raw: Any) -> WorkerGroupSettings:
     )  # fmt: skip
 
 
-def parse(config: Mapping[str, Any], stack: str, region: str | None, source: str) -> StackSettings:
+def parse(
+    config: Mapping[str, Any], stack: str, region: str | None, source: str, deploy: bool = False
+) -> StackSettings:
     """Build :class:`StackSettings` from the project's config keys (without the ``amply-jobs:``
-    namespace) or raise :class:`SettingsError` listing every problem."""
+    namespace) or raise :class:`SettingsError` listing every problem.
+
+    The deploy-only values (image, secret ARNs, VPC and subnets) are checked whenever they are
+    set; ``deploy`` (the Pulumi program, the offline plan) also requires them, each missing one
+    named with the ``pulumi config set`` command that sets it. The local stack leaves ``deploy``
+    off: it runs on an emulator and needs none of them."""
     r = _Reader()
     for k in config:
         if k not in TOP_LEVEL_KEYS:
@@ -544,9 +650,12 @@ def parse(config: Mapping[str, Any], stack: str, region: str | None, source: str
 
     ad = r.mapping("alarms", config.get("alarms"), _ALARM_KEYS)
     A = AlarmSettings
-    period = r.integer("alarms.periodSeconds", ad.get("periodSeconds"), A.period, 10, 86_400)
-    if period not in (10, 30) and period % 60:
-        r.bad("alarms.periodSeconds", period, "must be 10, 30 or a multiple of 60")
+    period = r.integer("alarms.periodSeconds", ad.get("periodSeconds"), A.period, 60,
+                       ALARM_WINDOW_MAX)  # fmt: skip
+    if period % 60 and not any(p.key == "alarms.periodSeconds" for p in r.problems):
+        r.bad("alarms.periodSeconds", period,
+                  "must be a multiple of 60: SQS publishes its metrics once a minute (standard "
+              "resolution), so a shorter period has no data")  # fmt: skip
 
     def email(key: str, value: str) -> str:
         if not _EMAIL_RE.match(value):
@@ -567,14 +676,31 @@ def parse(config: Mapping[str, Any], stack: str, region: str | None, source: str
         dlq_threshold=r.integer("alarms.dlqThreshold", ad.get("dlqThreshold"), A.dlq_threshold, 1),
         dlq_periods=r.integer("alarms.dlqEvaluationPeriods", ad.get("dlqEvaluationPeriods"),
                               A.dlq_periods, 1, 100),
+        dlq_age_threshold=(None if ad.get("dlqAgeThresholdSeconds") is None else
+                           r.integer("alarms.dlqAgeThresholdSeconds",
+                                     ad.get("dlqAgeThresholdSeconds"), _MISSING, 60)),
     )  # fmt: skip
 
     groups = tuple(_group(r, k, v) for k, v in r.items("workerGroups", config.get("workerGroups")))
 
     nd = r.mapping("network", config.get("network"), _NETWORK_KEYS)
+
+    def subnet(key: str, value: str) -> str:
+        if not SUBNET_ID_RE.match(value):
+            r.bad(key, value, "must be a subnet id: subnet- and 8 or 17 lowercase hex digits")
+        return value
+
     network = NetworkSettings(
-        vpc_id=r.string("network.vpcId", nd.get("vpcId"), ""),
-        subnet_ids=r.strings("network.privateSubnetIds", nd.get("privateSubnetIds"), ()),
+        vpc_id=r.string(
+            "network.vpcId",
+            nd.get("vpcId"),
+            "",
+            re.compile(f"^$|{VPC_ID_RE.pattern}"),
+            "must be a VPC id: vpc- and 8 or 17 lowercase hex digits",
+        ),
+        subnet_ids=r.strings(
+            "network.privateSubnetIds", nd.get("privateSubnetIds"), (), item=subnet
+        ),
         assign_public_ip=r.boolean("network.assignPublicIp", nd.get("assignPublicIp"), False),
     )
 
@@ -604,14 +730,13 @@ def parse(config: Mapping[str, Any], stack: str, region: str | None, source: str
         log_retention_days=retention,
         result_backend_secret_arn=r.string("resultBackendSecretArn",
                                            config.get("resultBackendSecretArn"), "",
-                                           re.compile(r"^(arn:aws[a-z-]*:(ssm|secretsmanager):.+)?$"),
-                                           "must be an SSM parameter or Secrets Manager ARN"),
+                                           re.compile(f"^$|{SECRET_ARN_RE.pattern}"), _SECRET_RULE),
         data_redis_secret_arn=r.string("dataRedisSecretArn", config.get("dataRedisSecretArn"), "",
-                                       re.compile(r"^(arn:aws[a-z-]*:(ssm|secretsmanager):.+)?$"),
-                                       "must be an SSM parameter or Secrets Manager ARN"),
+                                       re.compile(f"^$|{SECRET_ARN_RE.pattern}"), _SECRET_RULE),
         network=network,
     )  # fmt: skip
     _check_invariants(r, settings)
+    _check_deploy_values(r, settings, deploy)
     if r.problems:
         raise SettingsError(source, r.problems)
     return settings
@@ -631,13 +756,30 @@ def _check_invariants(r: _Reader, s: StackSettings) -> None:
             else:
                 r.bad(key, value, rule)
 
+    if len(s.tiers) > MAX_TIERS:
+        bad("tiers", [t.name for t in s.tiers],
+            f"at most {MAX_TIERS} tiers: the DLQ's RedriveAllowPolicy names at most "
+            f"{MAX_TIERS} source queues")  # fmt: skip
     seen: dict[str, int] = {}
     queues: dict[str, int] = {}
+    metric_ids: dict[str, int] = {}
     for i, t in enumerate(s.tiers):
         key = f"tiers[{i}]"
         if t.name in seen:
             bad(f"{key}.name", t.name, f"duplicate tier name (also tiers[{seen[t.name]}])")
+        elif metric_id(t.name) in metric_ids:
+            j = metric_ids[metric_id(t.name)]
+            bad(f"{key}.name", t.name,
+                f"collides with tiers[{j}] ({s.tiers[j].name}) as the CloudWatch metric-math id "
+                f"{metric_id(t.name)} (ids hold no -): rename one")  # fmt: skip
         seen.setdefault(t.name, i)
+        metric_ids.setdefault(metric_id(t.name), i)
+        if t.message_retention >= s.dlq.message_retention:
+            bad(f"{key}.messageRetentionSeconds", t.message_retention,
+                f"must be below dlq.messageRetentionSeconds ({s.dlq.message_retention}): SQS "
+                "keeps a message's first enqueue time when it dead-letters it, so a letter "
+                "that waited in its tier would expire from the DLQ before anyone saw it",
+                "dlq.messageRetentionSeconds")  # fmt: skip
         if t.queue in queues or t.queue == s.dlq.queue:
             bad(f"{key}.queue", t.queue, "duplicate queue name")
         queues.setdefault(t.queue, i)
@@ -654,12 +796,40 @@ def _check_invariants(r: _Reader, s: StackSettings) -> None:
                 "visible again while its task still runs",
                 f"{key}.visibilityTimeoutSeconds", "timeLimitMarginSeconds")  # fmt: skip
 
+    a = s.alarms
+    window = [("depthEvaluationPeriods", a.depth_periods), ("ageEvaluationPeriods", a.age_periods),
+              ("dlqEvaluationPeriods", a.dlq_periods)]  # fmt: skip
+    for name, periods in window:
+        if a.period * periods > ALARM_WINDOW_MAX:
+            bad(f"alarms.{name}", periods,
+                f"periodSeconds ({a.period}) x {name} must be at most {ALARM_WINDOW_MAX} s: "
+                "CloudWatch evaluates at most one day of data for an alarm",
+                "alarms.periodSeconds")  # fmt: skip
+    if s.tiers and a.dlq_age_threshold is not None and a.dlq_age_threshold >= s.dlq_safe_age:
+        bad("alarms.dlqAgeThresholdSeconds", a.dlq_age_threshold,
+            f"must be below dlq.messageRetentionSeconds minus the longest tier retention "
+            f"({s.dlq_safe_age}): on a DLQ the oldest age counts from the move, so a higher "
+            "threshold fires after the first letters have expired",
+            "dlq.messageRetentionSeconds",
+            *(f"tiers[{i}].messageRetentionSeconds" for i in range(len(s.tiers))))  # fmt: skip
+
     names: set[str] = set()
     for i, g in enumerate(s.worker_groups):
         key = f"workerGroups[{i}]"
         if g.name in names:
             bad(f"{key}.name", g.name, "duplicate worker group name")
         names.add(g.name)
+        if g.spot and g.architecture == "ARM64":
+            bad(f"{key}.spot", g.spot,
+                "Fargate Spot runs X86_64 tasks only and this group's architecture is ARM64: "
+                "set spot false or architecture X86_64", f"{key}.architecture")  # fmt: skip
+        if g.name and s.name_prefix:
+            for role in s.role_names(g):
+                why = aws_string_rule(role, "iam", "roleNameType")
+                if why:
+                    bad(f"{key}.name", g.name,
+                        f"makes the IAM role name {role}, which {why}: shorten the group "
+                        "name or namePrefix", "namePrefix")  # fmt: skip
         if not g.queues:
             bad(f"{key}.queues", list(g.queues), "must name at least one tier")
         for j, q in enumerate(g.queues):
@@ -699,6 +869,97 @@ def _check_invariants(r: _Reader, s: StackSettings) -> None:
                 f"in steps of {allowed[1] - allowed[0]}", f"{key}.cpu")  # fmt: skip
 
 
+def metric_id(tier: str) -> str:
+    """A tier's part of a CloudWatch metric-math id: ids are lowercase letters, digits and _,
+    so ``-`` becomes ``_`` (and ``a-b`` and ``a_b`` would be one id)."""
+    return tier.replace("-", "_")
+
+
+def _config_set(key: str, example: str) -> str:
+    path = " --path" if "." in key or "[" in key else ""
+    name = f"'{PROJECT}:{key}'" if "[" in key else f"{PROJECT}:{key}"  # [ is a shell glob
+    return f"pulumi config set{path} {name} {example}"
+
+
+def _check_deploy_values(r: _Reader, s: StackSettings, deploy: bool) -> None:
+    """The values only a deploy needs (image, secret ARNs, VPC, subnets): AWS's formats are
+    checked by the readers; here, each against the others (one region, one account, no
+    example account) and, with ``deploy``, that each is set."""
+    reported = {p.key for p in r.problems}
+    region_ok = "aws:region" not in reported and bool(s.region)
+    account = ""
+    if s.image and "image" not in reported:
+        m = ECR_IMAGE_RE.match(s.image)
+        rules: list[str] = []
+        if not m:
+            rules.append("must be an ECR image: <account>.dkr.ecr.<region>.amazonaws.com/"
+                         "<repository>@sha256:<digest> (or :<tag>)")  # fmt: skip
+        else:
+            account = m["account"]
+            for part, service, shape in ((m["account"], "ecr", "RegistryId"),
+                                         (m["repo"], "ecr", "RepositoryName")):  # fmt: skip
+                why = aws_string_rule(part, service, shape)
+                if why:
+                    rules.append(f"{part!r} {why}")
+            if account in PLACEHOLDER_ACCOUNTS:
+                rules.append(f"names the example account {account}, not a real one")
+                account = ""  # no reference for the ARNs: each is judged on its own
+            if region_ok and m["region"] != s.region:
+                rules.append(f"its registry's region {m['region']} must be the stack's "
+                             f"(aws:region {s.region})")  # fmt: skip
+            tag, digest = m["tag"], m["digest"]
+            if digest is not None and not _DIGEST_RE.match(digest):
+                rules.append("the digest must be sha256: and 64 lowercase hex digits")
+            if tag is not None and not _IMAGE_TAG_RE.match(tag):
+                rules.append("the tag must be 1-128 letters, digits, _, . or - (not first)")
+            if digest is None and tag in (None, "latest"):
+                rules.append("must be pinned by digest (@sha256:...) or a release tag: latest "
+                             "never changes the task definition, so a new image would never "
+                             "roll out and none could be rolled back")  # fmt: skip
+        for rule in rules:
+            r.bad("image", s.image, rule)
+
+    for key, arn in (("resultBackendSecretArn", s.result_backend_secret_arn),
+                     ("dataRedisSecretArn", s.data_redis_secret_arn)):  # fmt: skip
+        m = SECRET_ARN_RE.match(arn)
+        if not arn or key in reported or not m:
+            continue
+        if m["account"] in PLACEHOLDER_ACCOUNTS:
+            r.bad(key, arn, f"names the example account {m['account']}, not a real one")
+        elif account and m["account"] != account:
+            r.bad(key, arn, f"its account {m['account']} must be the image registry's ({account})")
+        if region_ok and m["region"] != s.region:
+            r.bad(key, arn, f"its region {m['region']} must be the stack's (aws:region {s.region})")
+
+    seen: set[str] = set()
+    for i, subnet in enumerate(s.network.subnet_ids):
+        if subnet and subnet in seen:
+            r.bad(f"network.privateSubnetIds[{i}]", subnet, "duplicate subnet")
+        seen.add(subnet)
+
+    if not deploy or not s.worker_groups:
+        return
+    region = s.region or "<region>"
+    acct = account or "<account>"
+    required = [
+        ("image", s.image,
+         f"{acct}.dkr.ecr.{region}.amazonaws.com/amply-jobs@sha256:<digest>"),
+        ("dataRedisSecretArn", s.data_redis_secret_arn,
+         f"arn:aws:ssm:{region}:{acct}:parameter/amply/{s.stack}/data-redis-url"),
+        ("network.vpcId", s.network.vpc_id, "vpc-<17 hex digits>"),
+        ("network.privateSubnetIds", list(s.network.subnet_ids), ""),
+    ]  # fmt: skip
+    for key, value, example in required:
+        if value or key in reported:
+            continue
+        if key == "network.privateSubnetIds":
+            how = (f"{_config_set(key + '[0]', 'subnet-<17 hex digits>')} (one per private "
+                   "subnet: [1], [2]...)")  # fmt: skip
+        else:
+            how = _config_set(key, example)
+        r.bad(key, None, f"is required to deploy the worker services; set it: {how}")
+
+
 # --------------------------------------------------------------------------------------------
 # Sources: the stack file (no engine needed) and pulumi.Config (inside the program)
 # --------------------------------------------------------------------------------------------
@@ -710,8 +971,37 @@ def stack_file(stack: str, root: Path | None = None) -> Path:
     return (root or ROOT) / f"Pulumi.{stack}.yaml"
 
 
-def load_stack(stack: str, root: Path | None = None) -> StackSettings:
-    """Read ``Pulumi.<stack>.yaml`` as plain YAML, without the Pulumi engine."""
+def fill_missing(doc: Any, values: Mapping[str, Any]) -> tuple[Any, list[str]]:
+    """``doc`` (a stack document) with the config keys of ``values`` that it lacks, mappings
+    filled key by key; and the keys filled. What the file sets always wins: this is how the
+    offline plan and the tests supply deploy-only values (tests/fixtures/deploy-values.yaml)
+    that a stack file leaves to its operator."""
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("config") or {}, Mapping):
+        return doc, []
+    config = dict(doc.get("config") or {})
+    filled: list[str] = []
+    for key, value in values.items():
+        held = config.get(key)
+        if held is None:
+            config[key] = value
+            filled.append(key)
+        elif isinstance(held, Mapping) and isinstance(value, Mapping):
+            merged = dict(held)
+            for sub, v in value.items():
+                if merged.get(sub) is None:
+                    merged[sub] = v
+                    filled.append(f"{key}.{sub}")
+            config[key] = merged
+    return {**doc, "config": config}, filled
+
+
+def load_stack(
+    stack: str, root: Path | None = None, *, deploy: bool = False,
+    fill: Mapping[str, Any] | None = None,
+) -> StackSettings:  # fmt: skip
+    """Read ``Pulumi.<stack>.yaml`` as plain YAML, without the Pulumi engine; ``fill`` supplies
+    config keys the file lacks (:func:`fill_missing`), ``deploy`` requires the deploy-only
+    values (:func:`parse`)."""
     path = stack_file(stack, root)
     if not path.is_file():
         available = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in path.parent.glob(
@@ -734,10 +1024,14 @@ def load_stack(stack: str, root: Path | None = None) -> StackSettings:
         raise SettingsError(
             str(path), [Problem(where, path.name, f"is not valid YAML: {exc}")]
         ) from None
-    return from_mapping(doc, stack, str(path))
+    if fill:
+        doc, _ = fill_missing(doc, fill)
+    return from_mapping(doc, stack, str(path), deploy=deploy)
 
 
-def from_mapping(doc: Any, stack: str, source: str = "<settings>") -> StackSettings:
+def from_mapping(
+    doc: Any, stack: str, source: str = "<settings>", deploy: bool = False
+) -> StackSettings:
     """Parse a whole stack document:
     ``{"config": {"amply-jobs:tiers": ..., "aws:region": ...}}``."""
     if not isinstance(doc, Mapping):
@@ -752,7 +1046,7 @@ def from_mapping(doc: Any, stack: str, source: str = "<settings>") -> StackSetti
     stray = [k for k in raw if not (isinstance(k, str) and (k.startswith(ns) or ":" in k))]
     settings_or_error: StackSettings | SettingsError
     try:
-        settings_or_error = parse(project_keys, stack, raw.get("aws:region"), source)
+        settings_or_error = parse(project_keys, stack, raw.get("aws:region"), source, deploy)
     except SettingsError as exc:
         settings_or_error = exc
     if stray:
@@ -776,7 +1070,8 @@ def from_pulumi_config() -> StackSettings:
     # Plain scalars come back as objects too (YAML parses them); drop the unset ones.
     project_keys = {k: v for k, v in values.items() if v is not None}
     region = pulumi.Config("aws").get("region")
-    return parse(project_keys, pulumi.get_stack(), region, f"Pulumi.{pulumi.get_stack()}.yaml")
+    return parse(project_keys, pulumi.get_stack(), region, f"Pulumi.{pulumi.get_stack()}.yaml",
+                 deploy=True)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

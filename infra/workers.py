@@ -28,7 +28,14 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.documented_wildcards import ECR_TOKEN_ACTION, LOG_STREAM_ACTIONS, documented_wildcard
-from infra.settings import Problem, SettingsError, StackSettings, WorkerGroupSettings
+from infra.settings import (
+    ECR_IMAGE_RE,
+    Problem,
+    SettingsError,
+    StackSettings,
+    WorkerGroupSettings,
+    metric_id,
+)
 from infra.tags import common_tags
 
 CONTAINER_NAME = "worker"
@@ -59,11 +66,6 @@ HEALTH_CHECK: dict[str, Any] = {
     "retries": 3,
     "startPeriod": 60,
 }
-
-ECR_IMAGE_RE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?P<cn>\.cn)?/"
-    r"(?P<repo>[a-z0-9][a-z0-9._/-]*?)(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
-)
 
 ECR_PULL_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
                     "ecr:GetDownloadUrlForLayer")  # fmt: skip
@@ -181,12 +183,15 @@ def execution_policy(image: str, log_group_arn: str, secret_arns: Sequence[str])
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def assume_role_policy() -> dict[str, Any]:
-    """Only ECS tasks may assume the worker roles."""
+def assume_role_policy(account: str) -> dict[str, Any]:
+    """Only ECS tasks of this account may assume the worker roles: without
+    ``aws:SourceAccount``, ECS acting for another account could be made to (the confused
+    deputy; IAM's guidance for service principals)."""
     return {
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-                       "Action": "sts:AssumeRole"}],
+                       "Action": "sts:AssumeRole",
+                       "Condition": {"StringEquals": {"aws:SourceAccount": account}}}],
     }  # fmt: skip
 
 
@@ -213,8 +218,9 @@ def wildcard_problems(doc: Mapping[str, Any]) -> list[str]:
 
 
 def _metric_id(prefix: str, tier: str) -> str:
-    # Metric-math ids are lowercase letters, digits and _; tier names may hold "-".
-    return f"{prefix}_{tier.replace('-', '_')}"
+    # Metric-math ids are lowercase letters, digits and _; tier names may hold "-" (the
+    # settings refuse two tier names that would make one id).
+    return f"{prefix}_{metric_id(tier)}"
 
 
 def _sqs_metric(
@@ -406,11 +412,15 @@ class WorkerService(pulumi.ComponentResource):
             opts=child,
         )
 
+        task_role_name, execution_role_name = s.role_names(g)
+        # The account the roles live in: that is the one whose ECS tasks may assume them.
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        trust = account.account_id.apply(lambda a: json.dumps(assume_role_policy(a)))
         # Task role: what the worker code may do, i.e. its group's queues and nothing else.
         self.task_role = aws.iam.Role(
             f"{name}-task",
-            name=f"{service_name}-task",
-            assume_role_policy=json.dumps(assume_role_policy()),
+            name=task_role_name,
+            assume_role_policy=trust,
             tags=tags,
             opts=child,
         )
@@ -425,8 +435,8 @@ class WorkerService(pulumi.ComponentResource):
         # Execution role: what ECS needs to start the task, nothing the worker uses.
         self.execution_role = aws.iam.Role(
             f"{name}-execution",
-            name=f"{service_name}-execution",
-            assume_role_policy=json.dumps(assume_role_policy()),
+            name=execution_role_name,
+            assume_role_policy=trust,
             tags=tags,
             opts=child,
         )
@@ -505,6 +515,10 @@ class WorkerService(pulumi.ComponentResource):
             deployment_circuit_breaker={"enable": True, "rollback": True},
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
+            # A change of the capacity provider strategy (spot flipped, minCapacity as the
+            # FARGATE base) only takes effect at the next deployment: the provider starts one
+            # on any update of the service when this is set (pulumi-aws, ecs.Service).
+            force_new_deployment=True,
             propagate_tags="SERVICE",
             enable_ecs_managed_tags=True,
             wait_for_steady_state=False,
@@ -603,7 +617,9 @@ class WorkerService(pulumi.ComponentResource):
 
 def service_problems(settings: StackSettings) -> list[Problem]:
     """What the worker services need that the settings may leave empty (the queues and the
-    local stack do without them): an image, the data Redis secret, a VPC and its subnets."""
+    local stack do without them): an image, the data Redis secret, a VPC and its subnets.
+    Settings read for a deploy (``parse(deploy=True)``) already refuse these, with the
+    ``pulumi config set`` command; this guards a caller that builds the services directly."""
     if not settings.worker_groups:
         return []
     rule = "is required for the ECS worker services"

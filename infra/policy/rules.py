@@ -83,10 +83,15 @@ def _queue_name(r: Resource) -> str:
 
 
 def dead_letter_queue_names(resources: Sequence[Resource]) -> set[str]:
-    """Queues that serve as a DLQ: a redrive target, or carrying a redrive allow policy."""
+    """Queues that serve as a DLQ: a redrive target, carrying a redrive allow policy, or
+    tagged ``role: dlq`` (infra.tags.dlq_tags): the tag is what a rule run on the DLQ alone
+    (a resource policy) can see, since its allow policy is a resource of its own."""
     names: set[str] = set()
     for r in resources:
         if r.type == QUEUE:
+            tags = r.props.get("tags")
+            if isinstance(tags, Mapping) and tags.get("role") == "dlq":
+                names.add(_queue_name(r))
             redrive = _doc(r.props.get("redrivePolicy"))
             if isinstance(redrive, Mapping) and redrive.get("deadLetterTargetArn"):
                 names.add(str(redrive["deadLetterTargetArn"]).rsplit(":", 1)[-1])
@@ -119,6 +124,8 @@ def queue_encryption(resources: Sequence[Resource]) -> list[Violation]:
 
 def redrive_on_every_queue(resources: Sequence[Resource]) -> list[Violation]:
     """Every queue that is not itself a DLQ dead-letters to one, so a poison message stops."""
+    if not _queues(resources):  # read nothing else: run on one resource, it may be unknown
+        return []
     dlqs = dead_letter_queue_names(resources)
     out = []
     for q in _queues(resources):
@@ -154,6 +161,8 @@ def long_polling(resources: Sequence[Resource]) -> list[Violation]:
     """Every worker queue long-polls (ReceiveMessageWaitTimeSeconds >= 1): short polling costs a
     request per empty receive and returns empty from a sample of servers. The DLQ is read by
     the DLQ tool, which chooses its own wait per call."""
+    if not _queues(resources):
+        return []
     dlqs = dead_letter_queue_names(resources)
     out = []
     for q in _queues(resources):

@@ -159,6 +159,13 @@ def evaluate_alarms(settings: StackSettings, snap: Snapshot) -> list[AlarmRow]:
         f"visible >= {a.dlq_threshold} for {a.dlq_periods}x{a.period}s",
         str(dlq.visible), dlq.visible >= a.dlq_threshold,
     ))  # fmt: skip
+    age, limit = dlq.oldest_age, settings.dlq_age_alarm_threshold()
+    out.append(AlarmRow(
+        f"{dlq.name}-oldest-age",
+        f"oldest > {limit}s for {a.dlq_periods}x{a.period}s",
+        "unknown" if age is None else f"{age:.0f}s",
+        None if age is None else age > limit,
+    ))  # fmt: skip
     return out
 
 

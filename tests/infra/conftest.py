@@ -6,15 +6,23 @@ Pulumi's mock runtime is process-global) and the snapshot-update switch.
 
 from __future__ import annotations
 
+import atexit
+import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+
+from infra.plan import deploy_values
+from infra.settings import StackSettings, load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
@@ -49,12 +57,40 @@ def run_plan(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
+DEPLOY_ONLY = ("image", "dataRedisSecretArn", "resultBackendSecretArn", "network")
+"""The stack keys each environment's operator sets (``pulumi config set``)."""
+
+
+def unset_stack_doc(stack: str) -> dict[str, Any]:
+    """``Pulumi.<stack>.yaml`` as a new environment has it: none of :data:`DEPLOY_ONLY` set
+    (an operator may have committed real ones since)."""
+    doc = copy.deepcopy(yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()))
+    for key in DEPLOY_ONLY:
+        doc["config"].pop(f"amply-jobs:{key}", None)
+    return doc
+
+
+_UNSET_ROOT: list[Path] = []
+
+
+def unset_root() -> Path:
+    """A directory of the stack files without their deploy-only values: the plans and the
+    settings the tests check take those from the fixture alone, whatever an operator commits."""
+    if not _UNSET_ROOT:
+        root = Path(tempfile.mkdtemp(prefix="amply-stacks-"))
+        atexit.register(shutil.rmtree, root, True)
+        for stack in STACKS:
+            (root / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(unset_stack_doc(stack)))
+        _UNSET_ROOT.append(root)
+    return _UNSET_ROOT[0]
+
+
 _PLANS: dict[str, str] = {}
 
 
 def plan_json_text(stack: str) -> str:
     if stack not in _PLANS:
-        proc = run_plan(stack, "--json")
+        proc = run_plan(stack, "--json", "--root", str(unset_root()))
         assert proc.returncode == 0, proc.stderr
         _PLANS[stack] = proc.stdout
     return _PLANS[stack]
@@ -64,3 +100,9 @@ def plan_json_text(stack: str) -> str:
 def plan_of() -> Callable[[str], dict[str, Any]]:
     """The parsed ``--json`` plan of a real stack (cached for the session)."""
     return lambda stack: json.loads(plan_json_text(stack))
+
+
+def deployable(stack: str) -> StackSettings:
+    """A real stack's settings as ``pulumi preview`` reads them, with the deploy-only values
+    the stack file leaves to its operator taken from tests/fixtures/deploy-values.yaml."""
+    return load_stack(stack, unset_root(), deploy=True, fill=deploy_values(stack))

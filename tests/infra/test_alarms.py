@@ -93,11 +93,11 @@ def test_the_topic_and_one_email_subscription_per_address(built: Built) -> None:
     assert built.outputs["topic_arn"] == built.topic_arn
 
 
-def test_seven_alarms_two_per_tier_and_one_on_the_dlq(built: Built) -> None:
+def test_eight_alarms_two_per_tier_and_two_on_the_dlq(built: Built) -> None:
     p = PREFIX[built.settings.stack]
     names = {a.name for a in built.monitor.of_type(ALARM)}
     expected = {f"{p}-{q}-{kind}" for q in TIER_QUEUES for kind in ("depth", "oldest-age")}
-    assert names == expected | {f"{p}-celery-dlq-not-empty"}
+    assert names == expected | {f"{p}-celery-dlq-not-empty", f"{p}-celery-dlq-oldest-age"}
 
 
 @pytest.mark.parametrize("queue", TIER_QUEUES)
@@ -133,6 +133,22 @@ def test_dlq_alarm_at_one_message(built: Built) -> None:
     assert a["comparisonOperator"] == "GreaterThanOrEqualToThreshold"
     assert a["threshold"] == 1
     assert a["evaluationPeriods"] == 1
+
+
+def test_dlq_age_alarm_fires_before_any_letter_can_expire(built: Built) -> None:
+    # Tiers keep 7 days, the DLQ 14: a letter is sure to stay 7 days in the DLQ (SQS keeps its
+    # first enqueue time), and the DLQ's age metric counts from the move. The alarm fires at
+    # half that, 3.5 days, leaving 3.5 days to export the letters.
+    dlq = f"{PREFIX[built.settings.stack]}-celery-dlq"
+    a = built.alarm(f"{dlq}-oldest-age")
+    assert_common(a, built)
+    assert a["metricName"] == "ApproximateAgeOfOldestMessage"
+    assert a["dimensions"] == {"QueueName": dlq}
+    assert a["comparisonOperator"] == "GreaterThanThreshold"
+    assert a["threshold"] == 302_400
+    longest_tier = max(t.message_retention for t in built.settings.tiers)
+    assert a["threshold"] < built.settings.dlq.message_retention - longest_tier
+    assert "dead-letters-near-expiry" in a["alarmDescription"]
 
 
 def test_every_description_names_an_existing_runbook_section(built: Built) -> None:
@@ -188,7 +204,7 @@ def test_alarms_and_topic_are_children_of_the_component(built: Built) -> None:
         for r in built.monitor.registered.values()
         if r.custom and r.type in (ALARM, TOPIC, SUBSCRIPTION, DASHBOARD)
     ]
-    assert len(kids) == 7 + 1 + 1 + 1
+    assert len(kids) == 8 + 1 + 1 + 1
     assert {r.parent for r in kids} == {component.urn}
 
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.settings import load_stack
 from infra.workers import (
     HEALTH_CHECK,
     HEARTBEAT_MAX_AGE_SECONDS,
@@ -22,6 +21,7 @@ from infra.workers import (
     STOP_TIMEOUT_SECONDS,
     worker_environment,
 )
+from tests.infra.conftest import deployable
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -75,7 +75,7 @@ def test_image_environment_matches_the_task_definition() -> None:
     for op, args in dockerfile():
         if op == "ENV":
             env.update(dict(kv.split("=", 1) for kv in shlex.split(args)))
-    task_env = worker_environment(load_stack("prod"), "{}")
+    task_env = worker_environment(deployable("prod"), "{}")
     for key in ("REMAP_SIGTERM", "AMPLY_HEARTBEAT_FILE"):
         assert env[key] == task_env[key], key
 

@@ -21,12 +21,14 @@ from infra.iam import (
     producer_policy,
     wildcards,
 )
+from infra.mocks import ACCOUNT as MOCK_ACCOUNT
 from infra.mocks import install
-from infra.settings import StackSettings, load_stack
+from infra.settings import StackSettings
+from tests.infra.conftest import deployable
 
 STACKS = ("dev", "prod")
 PREFIX = {"dev": "amply-dev", "prod": "amply"}
-ACCOUNT = "123456789012"
+ACCOUNT = MOCK_ACCOUNT
 
 # The grants, spelled out rather than derived from infra.iam's own constants: a change there
 # must show up here as a failing test.
@@ -76,7 +78,7 @@ def stack(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def settings(stack: str) -> StackSettings:
-    return load_stack(stack)
+    return deployable(stack)
 
 
 def group(settings: StackSettings, name: str) -> Any:
@@ -231,7 +233,7 @@ def test_policy_json_round_trips(settings: StackSettings) -> None:
 @pulumi.runtime.test
 def test_job_policies_component(stack_name: str) -> Any:
     monitor = install(stack_name)
-    settings = load_stack(stack_name)
+    settings = deployable(stack_name)
     # Outputs, as JobQueues hands them over, not plain strings.
     arns = {k: pulumi.Output.from_input(v) for k, v in tier_arns(settings).items()}
     policies = JobPolicies(
@@ -277,7 +279,7 @@ def test_job_policies_component(stack_name: str) -> Any:
 
 def test_component_refuses_missing_tier_arn() -> None:
     install("dev")
-    settings = load_stack("dev")
+    settings = deployable("dev")
     arns = tier_arns(settings)
     del arns["low"]
     with pytest.raises(PolicyInputError, match="low"):

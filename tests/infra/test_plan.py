@@ -159,7 +159,7 @@ def test_outputs_hold_the_runtime_contract(
 ) -> None:
     out = plan_of(stack)["outputs"]
     prefix = "amply" if stack == "prod" else "amply-dev"
-    base = "https://sqs.eu-west-1.amazonaws.com/123456789012"
+    base = "https://sqs.eu-west-1.amazonaws.com/246813579024"
     urls = {
         "high": f"{base}/{prefix}-celery-high",
         "celery": f"{base}/{prefix}-celery",
@@ -167,10 +167,10 @@ def test_outputs_hold_the_runtime_contract(
     }
     assert out["queueUrls"] == urls
     assert out["queueArns"] == {
-        t: f"arn:aws:sqs:eu-west-1:123456789012:{u.rsplit('/', 1)[1]}" for t, u in urls.items()
+        t: f"arn:aws:sqs:eu-west-1:246813579024:{u.rsplit('/', 1)[1]}" for t, u in urls.items()
     }
     assert out["dlqUrl"] == f"{base}/{prefix}-celery-dlq"
-    assert out["dlqArn"] == f"arn:aws:sqs:eu-west-1:123456789012:{prefix}-celery-dlq"
+    assert out["dlqArn"] == f"arn:aws:sqs:eu-west-1:246813579024:{prefix}-celery-dlq"
     # AMPLY_QUEUES is a JSON string (the env var's value), in priority order.
     assert isinstance(out["jobsEnvironment"], str)
     assert list(json.loads(out["jobsEnvironment"]).items()) == list(urls.items())
@@ -179,10 +179,10 @@ def test_outputs_hold_the_runtime_contract(
         "soft_time_limit": 480,
         "time_limit": 540,
     }
-    assert out["alarmTopicArn"] == f"arn:aws:sns:eu-west-1:123456789012:{prefix}-jobs-alarms"
+    assert out["alarmTopicArn"] == f"arn:aws:sns:eu-west-1:246813579024:{prefix}-jobs-alarms"
     assert out["dashboardName"] == f"{prefix}-jobs"
-    assert out["producerPolicyArn"].startswith("arn:aws:iam::123456789012:policy/")
-    assert out["dlqOperatorPolicyArn"].startswith("arn:aws:iam::123456789012:policy/")
+    assert out["producerPolicyArn"].startswith("arn:aws:iam::246813579024:policy/")
+    assert out["dlqOperatorPolicyArn"].startswith("arn:aws:iam::246813579024:policy/")
     names = {
         r["inputs"].get("name")
         for r in plan_of(stack)["resources"]

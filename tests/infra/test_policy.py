@@ -12,10 +12,18 @@ from typing import Any
 
 import pytest
 import yaml
-from pulumi_policy import EnforcementLevel, StackValidationArgs, StackValidationPolicy
+from pulumi_policy import (
+    EnforcementLevel,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
 from pulumi_policy.policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions
+from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
-from infra.policy.pack import policies
+from infra.plan import first_preview
+from infra.policy.pack import STACK_RULES, policies
 from infra.policy.rules import (
     RULES,
     Resource,
@@ -219,8 +227,8 @@ def test_a_queue_without_an_alarm_fails(plan_of: PlanOf) -> None:
 # ---- the CrossGuard wiring ------------------------------------------------------------------
 
 
-def policy_resources(rs: list[Resource]) -> list[PolicyResource]:
-    opts = PolicyResourceOptions(
+def _opts() -> PolicyResourceOptions:
+    return PolicyResourceOptions(
         protect=False,
         ignore_changes=[],
         delete_before_replace=None,
@@ -229,6 +237,14 @@ def policy_resources(rs: list[Resource]) -> list[PolicyResource]:
         additional_secret_outputs=[],
         parent=None,
     )
+
+
+def _urn(r: Resource) -> str:
+    return r.urn or f"urn:pulumi:prod::amply-jobs::{r.type}::{r.name}"
+
+
+def policy_resources(rs: list[Resource]) -> list[PolicyResource]:
+    opts = _opts()
     return [
         PolicyResource(
             r.type,
@@ -245,15 +261,33 @@ def policy_resources(rs: list[Resource]) -> list[PolicyResource]:
     ]
 
 
-def run_pack(rs: list[Resource]) -> list[tuple[str, str, str | None]]:
-    reports: list[tuple[str, str, str | None]] = []
+Report = tuple[str, str, str | None]
+
+
+def run_pack(rs: list[Resource], undecided: list[tuple[str, str]] | None = None) -> list[Report]:
+    """Every policy of the pack as the engine runs it: resource policies on each resource's
+    properties behind pulumi_policy's unknown-checking proxy (an ``UnknownValueError`` is the
+    engine's "can't run during preview", collected in ``undecided``), stack policies once."""
+    reports: list[Report] = []
     for p in policies():
-        assert isinstance(p, StackValidationPolicy)
 
         def report(message: str, urn: str | None = None, name: str = p.name) -> None:
             reports.append((name, message, urn))
 
-        p.validate(StackValidationArgs(policy_resources(rs)), report)
+        if isinstance(p, ResourceValidationPolicy):
+            for r in rs:
+                args = ResourceValidationArgs(
+                    r.type, unknown_checking_proxy(dict(r.props)), _urn(r), r.name, _opts(), None
+                )
+                try:
+                    p.validate(args, report)
+                except UnknownValueError:
+                    if undecided is None:
+                        raise
+                    undecided.append((p.name, r.name))
+        else:
+            assert isinstance(p, StackValidationPolicy)
+            p.validate(StackValidationArgs(policy_resources(rs)), report)
     return reports
 
 
@@ -261,6 +295,12 @@ def test_the_pack_holds_every_rule_as_a_mandatory_policy() -> None:
     pack = policies()
     assert [p.name for p in pack] == [r.name for r in RULES]
     assert all(p.enforcement_level == EnforcementLevel.MANDATORY for p in pack)
+    # Per resource, so that the engine checks each resource before it changes; only the rule
+    # that pairs queues with alarms needs the whole stack.
+    for p in pack:
+        expected = StackValidationPolicy if p.name in STACK_RULES else ResourceValidationPolicy
+        assert isinstance(p, expected), p.name
+    assert {"sqs-queue-alarmed"} == STACK_RULES
 
 
 def test_the_pack_reports_nothing_on_the_real_stack(plan_of: PlanOf) -> None:
@@ -294,3 +334,54 @@ def test_the_pack_manifest_and_entry_point_start() -> None:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+# ---- a first preview: values computed from resources not yet created are unknown ------------
+
+
+def preview_resources(stack: str = "prod") -> list[Resource]:
+    return [Resource(r["type"], r["name"], r["props"], r["urn"]) for r in first_preview(stack)]
+
+
+@pytest.fixture(scope="module")
+def preview() -> list[Resource]:
+    return preview_resources()
+
+
+def test_a_first_preview_really_holds_unknown_values(preview: list[Resource]) -> None:
+    start = next(r for r in preview if r.name == "worker-high-execution-start")
+    with pytest.raises(UnknownValueError):  # it names the log group's ARN, assigned by AWS
+        unknown_checking_proxy(dict(start.props))["policy"]
+
+
+def test_on_a_first_preview_every_known_value_is_enforced_and_the_rest_said(
+    preview: list[Resource],
+) -> None:
+    undecided: list[tuple[str, str]] = []
+    assert run_pack(preview, undecided) == []
+    # The tiers' redrive policies and every queue ARN in a policy are built from names (known),
+    # so every rule decides on those; what cannot be known yet (an execution role's policy
+    # names its log group's ARN, assigned by AWS) is said, resource by resource.
+    assert sorted(undecided) == [
+        ("no-iam-wildcards", "worker-high-execution-start"),
+        ("no-iam-wildcards", "worker-low-execution-start"),
+    ]
+
+
+def test_on_a_first_preview_each_resource_rule_reports_a_violating_resource(
+    preview: list[Resource],
+) -> None:
+    broken = replace(preview, "amply-celery-low", QUEUE, sqsManagedSseEnabled=False,
+                     receiveWaitTimeSeconds=0, redrivePolicy=None)  # fmt: skip
+    broken = replace(broken, "worker-high-task", "aws:iam/role:Role", assumeRolePolicy=(
+        '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*",'
+        '"Action":"sts:AssumeRole"}]}'))  # fmt: skip
+    undecided: list[tuple[str, str]] = []
+    reports = run_pack(broken, undecided)
+    by_rule = {(name, (urn or "").rsplit("::", 1)[-1]) for name, _, urn in reports}
+    assert by_rule == {
+        ("sqs-queue-encrypted", "amply-celery-low"),
+        ("sqs-queue-long-polling", "amply-celery-low"),
+        ("sqs-queue-redrive", "amply-celery-low"),
+        ("no-iam-wildcards", "worker-high-task"),
+    }

@@ -80,7 +80,9 @@ def test_tier_attributes_are_those_of_the_table(built: Built, tier: str) -> None
     suffix, visibility = TABLE[tier]
     q = built.queue(f"{p}-{suffix}").inputs
     assert q["visibilityTimeoutSeconds"] == visibility
-    assert q["messageRetentionSeconds"] == 1_209_600
+    # Below the DLQ's 14 days: a letter that waited its whole retention in a tier still
+    # stays 7 days in the DLQ (SQS keeps the first enqueue time).
+    assert q["messageRetentionSeconds"] == 604_800
     assert q["maxMessageSize"] == 262_144
     assert q["receiveWaitTimeSeconds"] == 20
     assert q["delaySeconds"] == 0
@@ -201,6 +203,8 @@ def test_the_queues_follow_the_settings_not_constants() -> None:
     doc["config"]["amply-jobs:namePrefix"] = "amply-qa"
     doc["config"]["amply-jobs:tiers"][0].update(visibilityTimeoutSeconds=900, maxReceiveCount=3)
     doc["config"]["amply-jobs:dlq"]["messageRetentionSeconds"] = 345_600
+    for tier in doc["config"]["amply-jobs:tiers"]:  # below the DLQ's, as the settings require
+        tier["messageRetentionSeconds"] = 172_800
     b = build(from_mapping(doc, "qa"))
     high = b.queue("amply-qa-celery-high").inputs
     assert high["visibilityTimeoutSeconds"] == 900

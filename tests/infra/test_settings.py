@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from infra.mocks import install
-from infra.plan import pulumi_config
+from infra.plan import deploy_values, pulumi_config
 from infra.settings import SettingsError, from_mapping, from_pulumi_config, load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,12 +226,13 @@ def test_the_real_stack_files_load(stack: str) -> None:
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_pulumi_config_gives_the_same_settings_as_the_file(stack: str) -> None:
     # The engine hands the program plain strings as-is and everything else as JSON.
-    install(stack, config=pulumi_config(stack))
-    assert from_pulumi_config() == load_stack(stack)
+    fill = deploy_values(stack)
+    install(stack, config=pulumi_config(stack, fill=fill))
+    assert from_pulumi_config() == load_stack(stack, deploy=True, fill=fill)
 
 
 def test_pulumi_config_reports_bad_values_like_the_file() -> None:
-    config = pulumi_config("dev")
+    config = pulumi_config("dev", fill=deploy_values("dev"))
     config[NS + "namePrefix"] = "Not_Valid"
     install("dev", config=config)
     with pytest.raises(SettingsError) as info:

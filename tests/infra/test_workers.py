@@ -24,14 +24,16 @@ from pulumi.runtime.sync_await import _sync_await
 from infra import iam
 from infra.documented_wildcards import documented_wildcard
 from infra.mocks import ACCOUNT, AmplyMocks, RecordingMonitor
+from infra.plan import deploy_values
 from infra.policy import rules
-from infra.settings import PROJECT, StackSettings, WorkerGroupSettings, load_stack
+from infra.settings import PROJECT, StackSettings, WorkerGroupSettings
 from infra.workers import (
     ecr_repository_arn,
     execution_policy,
     wildcard_problems,
     worker_services,
 )
+from tests.infra.conftest import deployable
 
 STACKS = ("dev", "prod")
 PREFIX = {"dev": "amply-dev", "prod": "amply"}
@@ -63,6 +65,8 @@ SIZES = {
     ("prod", "low"): ("512", "1024", 1, 10, True),
 }
 RETENTION = {"dev": 14, "prod": 90}
+# The deploy-only values the plans run with (the stack files leave them to the operators).
+FIXTURE = {stack: deploy_values(stack) for stack in STACKS}
 
 
 def qarn(stack: str, queue: str) -> str:
@@ -108,12 +112,14 @@ def plan(stack: str, plan_of: Callable[[str], Plan]) -> Plan:
 # --------------------------------------------------------------------------------------------
 
 
-def test_exact_container_commands(plan: Plan) -> None:
+def test_exact_container_commands(plan: Plan, stack: str) -> None:
     for group, command in COMMANDS.items():
         c = container(plan, group)
         assert c["command"] == command
         assert c["name"] == "worker" and c["essential"] is True
-        assert c["image"] == f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/amply-jobs:latest"
+        # Pinned by digest: a new image is a new task definition, so it rolls out (and back).
+        assert c["image"] == FIXTURE[stack][f"{PROJECT}:image"]
+        assert c["image"].startswith(f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/amply-jobs@sha256:")
 
 
 def test_environment_is_the_contract_and_urls_come_from_the_queue_outputs(
@@ -209,9 +215,12 @@ def test_roles_are_for_ecs_tasks_only(plan: Plan, stack: str) -> None:
         for kind in ("task", "execution"):
             role = roles[f"worker-{group}-{kind}"]
             assert role["name"] == f"{PREFIX[stack]}-worker-{group}-{kind}"
+            # aws:SourceAccount: ECS acting for another account cannot assume it (the
+            # confused deputy).
             assert role["assumeRolePolicy"]["Statement"] == [
                 {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-                 "Action": "sts:AssumeRole"}
+                 "Action": "sts:AssumeRole",
+                 "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT}}}
             ]  # fmt: skip
             assert not role.get("managedPolicyArns")
 
@@ -262,7 +271,8 @@ def test_policy_pack_accepts_the_worker_roles(plan: Plan) -> None:
 
 
 def test_service_network_deployment_and_capacity(plan: Plan, stack: str) -> None:
-    subnets = [f"subnet-0{stack}000000000000{x}" for x in "abc"]
+    network = FIXTURE[stack][f"{PROJECT}:network"]
+    subnets = network["privateSubnetIds"]
     sgs = of_type(plan, SG)
     for group in COMMANDS:
         svc = one(plan, SERVICE, f"worker-{group}")
@@ -270,6 +280,9 @@ def test_service_network_deployment_and_capacity(plan: Plan, stack: str) -> None
         assert svc["name"] == f"{PREFIX[stack]}-worker-{group}"
         assert svc["cluster"] == f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{PREFIX[stack]}-workers"
         assert svc["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+        # A changed capacity provider strategy (spot, the FARGATE base) applies only at the
+        # next deployment: each update of the service starts one.
+        assert svc["forceNewDeployment"] is True
         assert svc["desiredCount"] == min_cap
         assert "launchType" not in svc
         net = svc["networkConfiguration"]
@@ -282,7 +295,7 @@ def test_service_network_deployment_and_capacity(plan: Plan, stack: str) -> None
         )  # fmt: skip
         assert svc["capacityProviderStrategies"] == expected
         sg = sgs[f"worker-{group}"]
-        assert sg["vpcId"] == f"vpc-0{stack}0000000000001"
+        assert sg["vpcId"] == network["vpcId"]
         assert not sg.get("ingress"), "worker security groups admit no inbound traffic"
         assert [e["cidrBlocks"] for e in sg["egress"]] == [["0.0.0.0/0"]]
 
@@ -469,7 +482,7 @@ def with_group(settings: StackSettings, name: str, **changes: Any) -> StackSetti
 
 
 def test_desired_count_is_left_to_autoscaling() -> None:
-    built = build(load_stack("prod"))
+    built = build(deployable("prod"))
     for group in COMMANDS:
         assert built.monitor.ignore_changes[(SERVICE, f"worker-{group}")] == ["desiredCount"]
     # and nothing else ignores changes
@@ -478,7 +491,7 @@ def test_desired_count_is_left_to_autoscaling() -> None:
 
 
 def test_raw_queue_depth_policy_is_selectable() -> None:
-    base = load_stack("prod")
+    base = deployable("prod")
     high = base.worker_groups[0]
     s = with_group(base, "high", scaling=replace(high.scaling, metric="queueDepth", target=500))
     built = build(s)
@@ -497,7 +510,7 @@ def test_raw_queue_depth_policy_is_selectable() -> None:
 
 
 def test_existing_cluster_is_looked_up_not_created() -> None:
-    built = build(replace(load_stack("prod"), cluster_name="platform"))
+    built = build(replace(deployable("prod"), cluster_name="platform"))
     assert built.names(CLUSTER) == []
     assert built.names("aws:ecs/clusterCapacityProviders:ClusterCapacityProviders") == []
     svc = built.inputs(SERVICE, "worker-high")
@@ -512,7 +525,7 @@ def test_existing_cluster_is_looked_up_not_created() -> None:
 
 
 def test_without_result_backend_only_the_data_redis_secret_is_read() -> None:
-    built = build(replace(load_stack("prod"), result_backend_secret_arn=""))
+    built = build(replace(deployable("prod"), result_backend_secret_arn=""))
     c = built.container("high")
     assert c["secrets"] == [
         {"name": "AMPLY_REDIS_URL", "valueFrom": param("prod", "data-redis-url")}
@@ -525,7 +538,7 @@ def test_without_result_backend_only_the_data_redis_secret_is_read() -> None:
 
 def test_secrets_manager_secrets_are_read_with_get_secret_value() -> None:
     secret = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:amply/prod/redis-AbCdEf"
-    built = build(replace(load_stack("prod"), data_redis_secret_arn=secret))
+    built = build(replace(deployable("prod"), data_redis_secret_arn=secret))
     doc = json.loads(built.inputs(ROLE_POLICY, "worker-low-execution-start")["policy"])
     by_sid = {s["Sid"]: s for s in doc["Statement"]}
     assert by_sid["ReadSecrets"]["Action"] == "secretsmanager:GetSecretValue"
@@ -534,17 +547,19 @@ def test_secrets_manager_secrets_are_read_with_get_secret_value() -> None:
 
 
 def test_public_image_needs_no_ecr_grant_and_no_wildcard_but_the_log_streams() -> None:
-    built = build(replace(load_stack("prod"), image="ghcr.io/amply/amply-jobs:1.4.2"))
+    built = build(replace(deployable("prod"), image="ghcr.io/amply/amply-jobs:1.4.2"))
     doc = json.loads(built.inputs(ROLE_POLICY, "worker-high-execution-start")["policy"])
     assert [s["Sid"] for s in doc["Statement"]] == ["WriteLogs", "ReadParameters"]
     assert built.container("high")["image"] == "ghcr.io/amply/amply-jobs:1.4.2"
 
 
-def test_topology_is_settings_a_group_for_high_alone_on_arm_with_spot() -> None:
-    base = load_stack("prod")
+def test_topology_is_settings_a_group_for_high_alone_on_arm() -> None:
+    # On Fargate, not Spot: Fargate Spot runs X86_64 only, and the settings refuse ARM64 with
+    # spot (tests/infra/test_aws_rules.py).
+    base = deployable("prod")
     solo = WorkerGroupSettings(name="urgent", queues=("high",), concurrency=8, cpu=2048,
                                memory=4096, architecture="ARM64", min_capacity=3,
-                               max_capacity=30, spot=True, receive_fill_ms=0)  # fmt: skip
+                               max_capacity=30, spot=False, receive_fill_ms=0)  # fmt: skip
     built = build(replace(base, worker_groups=(*base.worker_groups, solo)))
     c = built.container("urgent")
     # Webhooks alone, latency first: receive at once, not waiting to fill every slot.
@@ -555,8 +570,7 @@ def test_topology_is_settings_a_group_for_high_alone_on_arm_with_spot() -> None:
     assert td["runtimePlatform"]["cpuArchitecture"] == "ARM64"
     assert (td["cpu"], td["memory"]) == ("2048", "4096")
     assert built.inputs(SERVICE, "worker-urgent")["capacityProviderStrategies"] == [
-        {"capacityProvider": "FARGATE", "base": 3, "weight": 0},
-        {"capacityProvider": "FARGATE_SPOT", "base": 0, "weight": 1},
+        {"capacityProvider": "FARGATE", "base": 0, "weight": 1},
     ]
     policy = json.loads(built.inputs(ROLE_POLICY, "worker-urgent-task-consumer")["policy"])
     assert {r for s in policy["Statement"] for r in s["Resource"]} == {qarn("prod", "celery-high")}
@@ -618,7 +632,7 @@ def test_wildcard_problems_reports_what_is_not_documented() -> None:
 def test_missing_service_settings_are_named_all_at_once() -> None:
     from infra.settings import NetworkSettings, SettingsError
 
-    bare = replace(load_stack("prod"), image="", data_redis_secret_arn="",
+    bare = replace(deployable("prod"), image="", data_redis_secret_arn="",
                    network=NetworkSettings(), cluster_name="not a name")  # fmt: skip
     with pytest.raises(SettingsError) as caught:
         build(bare)

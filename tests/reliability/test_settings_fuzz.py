@@ -32,10 +32,14 @@ from hypothesis import strategies as st
 
 from infra import plan as offline_plan
 from infra.policy import rules
-from infra.settings import PROJECT, SettingsError, StackSettings, from_mapping
+from infra.settings import PROJECT, SettingsError, StackSettings, fill_missing, from_mapping
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE: dict[str, Any] = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+# The dev stack file with the deploy-only values it leaves to its operator (image, secret ARNs,
+# VPC, subnets) from the plan's fixture: those keys are mutated too.
+BASE: dict[str, Any] = fill_missing(
+    yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text()), offline_plan.deploy_values("dev")
+)[0]
 NS = f"{PROJECT}:"
 STACK = "dev"
 
@@ -85,7 +89,7 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "tiers[].timeLimitSeconds": (1, None),
     "dlq.messageRetentionSeconds": (60, 1_209_600),
     "dlq.visibilityTimeoutSeconds": (0, 43_200),
-    "alarms.periodSeconds": (10, 86_400),
+    "alarms.periodSeconds": (60, 86_400),
     "alarms.depthThreshold": (1, None),
     "alarms.depthEvaluationPeriods": (1, 100),
     "alarms.ageThresholdSeconds": (1, None),
