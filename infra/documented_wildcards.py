@@ -12,6 +12,13 @@ grants that cannot name a single resource:
   task starts, so the grant is ``<log group ARN>:*`` (the form CloudWatch Logs documents for a
   log group's streams).
 
+The task role of a worker service needs one more:
+
+* ``ecs:UpdateTaskProtection`` / ``ecs:GetTaskProtection`` on the tasks of *one* cluster
+  (``arn:aws:ecs:<region>:<account>:task/<cluster>/*``): the worker protects its own task
+  from scale-in while it runs work, and a task's id, like a log stream's, exists only once
+  the task starts.
+
 A statement may use one of these wildcards only if every action in it is allowed that exact
 wildcard: a statement can never smuggle another action in next to a documented exception.
 
@@ -25,6 +32,8 @@ from collections.abc import Iterable
 
 ECR_TOKEN_ACTION = "ecr:GetAuthorizationToken"
 LOG_STREAM_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
+TASK_PROTECTION_ACTIONS = ("ecs:GetTaskProtection", "ecs:UpdateTaskProtection")
+_CLUSTER_TASKS_RE = re.compile(r"^arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:task/[A-Za-z0-9_-]+/\*$")
 
 # One log group's streams: arn:<partition>:logs:<region>:<account>:log-group:<name>:*
 _LOG_GROUP_STREAMS_RE = re.compile(
@@ -41,4 +50,6 @@ def documented_wildcard(actions: Iterable[str], resource: str) -> bool:
         return all(a == ECR_TOKEN_ACTION for a in acts)
     if _LOG_GROUP_STREAMS_RE.match(resource):
         return all(a in LOG_STREAM_ACTIONS for a in acts)
+    if _CLUSTER_TASKS_RE.match(resource):
+        return all(a in TASK_PROTECTION_ACTIONS for a in acts)
     return False

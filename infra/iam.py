@@ -49,6 +49,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.documented_wildcards import TASK_PROTECTION_ACTIONS
 from infra.settings import StackSettings, WorkerGroupSettings
 from infra.tags import common_tags
 
@@ -129,6 +130,14 @@ def consumer_policy(group: WorkerGroupSettings, queue_arns: Mapping[str, str]) -
         # Own queues: a Celery retry re-enqueues the task where it came from.
         _statement("EnqueueOwnAndDownstreamQueues", [SEND], own + downstream),
     )
+
+
+def task_protection_policy(region: str, account: str, cluster: str) -> dict[str, Any]:
+    """The worker's scale-in protection of its own task (jobs/protection.py): the ECS agent's
+    endpoint signs the call with the task role. A task's id exists only once it runs, so the
+    grant names the tasks of the one cluster (infra/documented_wildcards.py)."""
+    arn = f"arn:aws:ecs:{region}:{account}:task/{cluster}/*"
+    return _document(_statement("ProtectOwnTasksFromScaleIn", TASK_PROTECTION_ACTIONS, [arn]))
 
 
 def producer_policy(queue_arns: Mapping[str, str]) -> dict[str, Any]:

@@ -33,6 +33,9 @@ SQS_MAX_DELAY_SECONDS = 900
 
 # AWS's own limits (SQS CreateQueue / SetQueueAttributes, RedrivePolicy).
 VISIBILITY_RANGE = (0, 43_200)
+# The least base visibility a tier may have: the worker must get an extension out before it
+# lapses (jobs/config.py holds the runtime's copy of this rule).
+MIN_BASE_VISIBILITY = 2
 RETENTION_RANGE = (60, 1_209_600)
 MESSAGE_SIZE_RANGE = (1_024, SQS_MAX_MESSAGE_BYTES)
 LONG_POLL_RANGE = (0, 20)
@@ -150,8 +153,11 @@ class TierSettings:
     queue: str
     """``queue``: the SQS queue name after the stack prefix (``celery-high`` ->
     ``amply-celery-high``). Required."""
-    visibility_timeout: int = 1800
-    """``visibilityTimeoutSeconds``: default 1800 (30 min)."""
+    visibility_timeout: int = 120
+    """``visibilityTimeoutSeconds``: the *base* visibility, default 120 (2 min), at least 2.
+    A worker receives with it and extends the visibility of every message it holds before it
+    lapses, for as long as the task runs (jobs/visibility.py); a worker that dies stops
+    extending, and its messages are visible again within this time."""
     message_retention: int = 604_800
     """``messageRetentionSeconds``: default 604800 (7 days); must be below the DLQ's. SQS
     keeps a message's first enqueue time when it dead-letters it, so a letter that waited
@@ -168,8 +174,8 @@ class TierSettings:
     soft_time_limit: int = 1500
     """``softTimeLimitSeconds``: Celery's soft limit for tasks of this tier. Default 1500."""
     time_limit: int = 1680
-    """``timeLimitSeconds``: Celery's hard limit; plus the margin, at most the visibility
-    timeout, so that a message is never visible again while its task still runs. Default 1680."""
+    """``timeLimitSeconds``: Celery's hard limit. Default 1680. Not bounded by the visibility
+    (the worker extends it); with it, at most SQS's 12 hours (43200 s) from receipt."""
 
 
 @dataclass(frozen=True)
@@ -301,9 +307,6 @@ class StackSettings:
     """``workerGroups``: the ECS services."""
     protect: bool = False
     """``protect``: Pulumi ``protect`` on the queues (true in prod). Default false."""
-    time_limit_margin: int = 60
-    """``timeLimitMarginSeconds``: the least gap between a tier's hard time limit and its
-    visibility timeout. Default 60."""
     image: str = ""
     """``image``: the worker image, an ECR image of the stack's region pinned by digest or a
     release tag (``<account>.dkr.ecr.<region>.amazonaws.com/<repository>@sha256:<digest>``;
@@ -529,7 +532,7 @@ _GROUP_KEYS = {
 _SCALING_KEYS = {"metric", "target", "scaleOutCooldownSeconds", "scaleInCooldownSeconds"}
 _NETWORK_KEYS = {"vpcId", "privateSubnetIds", "assignPublicIp"}
 TOP_LEVEL_KEYS = (
-    "namePrefix", "protect", "timeLimitMarginSeconds", "tiers", "dlq", "alarms", "workerGroups",
+    "namePrefix", "protect", "tiers", "dlq", "alarms", "workerGroups",
     "image", "clusterName", "logRetentionDays", "resultBackendSecretArn", "dataRedisSecretArn",
     "network",
 )  # fmt: skip
@@ -723,8 +726,6 @@ def parse(
         alarms=alarms,
         worker_groups=groups,
         protect=r.boolean("protect", config.get("protect"), S.protect),
-        time_limit_margin=r.integer("timeLimitMarginSeconds", config.get("timeLimitMarginSeconds"),
-                                    S.time_limit_margin, 0, 3600),
         image=r.string("image", config.get("image"), ""),
         cluster_name=r.string("clusterName", config.get("clusterName"), ""),
         log_retention_days=retention,
@@ -789,12 +790,15 @@ def _check_invariants(r: _Reader, s: StackSettings) -> None:
             bad(f"{key}.softTimeLimitSeconds", t.soft_time_limit,
                 f"must be below timeLimitSeconds ({t.time_limit})",
                 f"{key}.timeLimitSeconds")  # fmt: skip
-        if t.time_limit + s.time_limit_margin > t.visibility_timeout:
+        if t.visibility_timeout < MIN_BASE_VISIBILITY:
+            bad(f"{key}.visibilityTimeoutSeconds", t.visibility_timeout,
+                f"must be at least {MIN_BASE_VISIBILITY}: the workers extend it while a task "
+                "runs and need the time to do so")  # fmt: skip
+        if t.time_limit + t.visibility_timeout > VISIBILITY_RANGE[1]:
             bad(f"{key}.timeLimitSeconds", t.time_limit,
-                f"timeLimitSeconds + timeLimitMarginSeconds ({s.time_limit_margin}) must be at "
-                f"most visibilityTimeoutSeconds ({t.visibility_timeout}), or a message becomes "
-                "visible again while its task still runs",
-                f"{key}.visibilityTimeoutSeconds", "timeLimitMarginSeconds")  # fmt: skip
+                f"timeLimitSeconds + visibilityTimeoutSeconds ({t.visibility_timeout}) must be "
+                f"at most {VISIBILITY_RANGE[1]}: SQS keeps a message invisible at most 12 hours "
+                "from its receipt", f"{key}.visibilityTimeoutSeconds")  # fmt: skip
 
     a = s.alarms
     window = [("depthEvaluationPeriods", a.depth_periods), ("ageEvaluationPeriods", a.age_periods),

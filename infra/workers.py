@@ -28,6 +28,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.documented_wildcards import ECR_TOKEN_ACTION, LOG_STREAM_ACTIONS, documented_wildcard
+from infra.iam import task_protection_policy
 from infra.settings import (
     ECR_IMAGE_RE,
     Problem,
@@ -245,17 +246,26 @@ def scaling_metrics(settings: StackSettings, group: WorkerGroupSettings) -> list
     """The target-tracking metric of a group, as metric-math queries (the provider's
     ``customized_metric_specification.metrics``).
 
-    ``backlogPerTask``: (visible messages of the group's queues) / RunningTaskCount of the
-    service (ECS Container Insights). ``queueDepth``: the visible messages alone.
+    ``backlogPerTask``: (visible and in-flight messages of the group's queues) /
+    RunningTaskCount of the service (ECS Container Insights). In flight counts: while long
+    tasks run and nothing waits, visible messages alone read 0 and target tracking would
+    shrink a fleet that is busy (a busy task is also protected from scale-in,
+    jobs/protection.py). ``queueDepth``: the visible messages alone.
     """
     visible = [
         _sqs_metric(settings, t, "ApproximateNumberOfMessagesVisible", "visible", "Sum")
         for t in group.queues
     ]
-    total = " + ".join(m["id"] for m in visible)
     if group.scaling.metric == "queueDepth":
+        depth = " + ".join(m["id"] for m in visible)
         return [*visible, {"id": "depth", "label": "visible messages", "return_data": True,
-                           "expression": total}]  # fmt: skip
+                           "expression": depth}]  # fmt: skip
+    inflight = [
+        _sqs_metric(settings, t, "ApproximateNumberOfMessagesNotVisible", "inflight", "Sum")
+        for t in group.queues
+    ]
+    visible += inflight
+    total = " + ".join(m["id"] for m in visible)
     tasks = {
         "id": "tasks",
         "label": "running tasks",
@@ -275,7 +285,7 @@ def scaling_metrics(settings: StackSettings, group: WorkerGroupSettings) -> list
     return [
         *visible,
         tasks,
-        {"id": "backlog_per_task", "label": "visible messages per running task",
+        {"id": "backlog_per_task", "label": "visible and in-flight messages per running task",
          "return_data": True, "expression": f"({total}) / tasks"},
     ]  # fmt: skip
 
@@ -429,6 +439,17 @@ class WorkerService(pulumi.ComponentResource):
             role=self.task_role.id,
             name="consume-queues",
             policy=args.consumer_policy,
+            opts=child,
+        )
+        # Scale-in protection of its own task while it runs work (jobs/protection.py).
+        protection = pulumi.Output.all(account.account_id, args.cluster.name).apply(
+            lambda v: json.dumps(task_protection_policy(s.region, v[0], v[1]))
+        )
+        self.task_protection_policy = aws.iam.RolePolicy(
+            f"{name}-task-protection",
+            role=self.task_role.id,
+            name="protect-own-task",
+            policy=protection,
             opts=child,
         )
 

@@ -46,9 +46,9 @@ class TierLimits:
 # The prod settings (Pulumi.prod.yaml): used when AMPLY_TIERS is unset.
 DEFAULT_TIERS: Mapping[str, TierLimits] = MappingProxyType(
     {
-        "high": TierLimits(600, 480, 540),
-        "celery": TierLimits(1800, 1500, 1680),
-        "low": TierLimits(1800, 1500, 1680),
+        "high": TierLimits(120, 480, 540),
+        "celery": TierLimits(120, 1500, 1680),
+        "low": TierLimits(120, 1500, 1680),
     }
 )
 

@@ -76,20 +76,20 @@ class DevOptions:
 
 def demo_settings(settings: StackSettings, visibility: int) -> StackSettings:
     """The stack's settings with every tier's visibility timeout cut to ``visibility`` (and
-    the time limits scaled below it, keeping the settings' own rules), for the demo only.
+    the time limits scaled below it, so that a stuck demo task ends quickly), for the demo
+    only.
 
     Why: a message the workers reject is received again only after its visibility timeout,
-    and SQS dead-letters it after ``maxReceiveCount`` receives: with the dev stack's 600 s and
-    1800 s, the poison task would reach the DLQ after 50 minutes. Everything else (queue
-    names, redrive policy, maxReceiveCount, long polling, worker groups) stays as set."""
-    margin = max(1, visibility // 5)
-    hard = visibility - margin
+    and SQS dead-letters it after ``maxReceiveCount`` receives: with the dev stack's 120 s,
+    the poison task would reach the DLQ after 10 minutes. Everything else (queue names,
+    redrive policy, maxReceiveCount, long polling, worker groups) stays as set."""
+    hard = visibility - max(1, visibility // 5)
     soft = max(1, hard - 1)
     tiers = tuple(
         replace(t, visibility_timeout=visibility, time_limit=hard, soft_time_limit=soft)
         for t in settings.tiers
     )
-    return replace(settings, tiers=tiers, time_limit_margin=margin)
+    return replace(settings, tiers=tiers)
 
 
 @dataclass

@@ -175,7 +175,7 @@ def test_outputs_hold_the_runtime_contract(
     assert isinstance(out["jobsEnvironment"], str)
     assert list(json.loads(out["jobsEnvironment"]).items()) == list(urls.items())
     assert json.loads(out["jobsTiers"])["high"] == {
-        "visibility_timeout": 600,
+        "visibility_timeout": 120,
         "soft_time_limit": 480,
         "time_limit": 540,
     }

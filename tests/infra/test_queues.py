@@ -23,7 +23,7 @@ QUEUE_POLICY = "aws:sqs/queuePolicy:QueuePolicy"
 REDRIVE_ALLOW = "aws:sqs/redriveAllowPolicy:RedriveAllowPolicy"
 
 # The table: Celery queue -> (SQS name after the prefix, visibility timeout).
-TABLE = {"celery": ("celery", 1800), "high": ("celery-high", 600), "low": ("celery-low", 1800)}
+TABLE = {"celery": ("celery", 120), "high": ("celery-high", 120), "low": ("celery-low", 120)}
 PREFIX = {"prod": "amply", "dev": "amply-dev"}
 
 

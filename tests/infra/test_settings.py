@@ -116,10 +116,10 @@ INVALID: list[tuple[str, Mutation, str]] = [
         setter("workerGroups", (0, "minCapacity"), 5),
         "workerGroups[0].minCapacity",
     ),
-    # high: visibility 600, margin 60, so a hard limit of 541 leaves a message visible too early.
+    # high: base visibility 120; 43,081 s + 120 s is past SQS's 12 h from receipt.
     (
-        "time limit + margin over visibility",
-        setter("tiers", (0, "timeLimitSeconds"), 541),
+        "time limit past 12 h from receipt",
+        setter("tiers", (0, "timeLimitSeconds"), 43_081),
         "tiers[0].timeLimitSeconds",
     ),
     (
@@ -151,6 +151,12 @@ INVALID: list[tuple[str, Mutation, str]] = [
         "receive fill over a second",
         setter("workerGroups", (1, "receiveFillMs"), 1_500),
         "workerGroups[1].receiveFillMs",
+    ),
+    # Last, so that the cases picked by index above stay the same.
+    (
+        "base visibility too short to extend",
+        setter("tiers", (0, "visibilityTimeoutSeconds"), 1),
+        "tiers[0].visibilityTimeoutSeconds",
     ),
 ]
 
@@ -217,8 +223,8 @@ def test_the_real_stack_files_load(stack: str) -> None:
     ]
     assert s.dlq_name == f"{prefix}-celery-dlq"
     assert s.tier_names == ("high", "celery", "low")
-    assert s.tier("high").visibility_timeout == 600
-    assert s.tier("celery").visibility_timeout == s.tier("low").visibility_timeout == 1800
+    assert s.tier("high").visibility_timeout == 120
+    assert s.tier("celery").visibility_timeout == s.tier("low").visibility_timeout == 120
     assert {t.max_receive_count for t in s.tiers} == {5}
     assert {g.name for g in s.worker_groups} == {"high", "low"}
 

@@ -135,9 +135,9 @@ def test_environment_is_the_contract_and_urls_come_from_the_queue_outputs(
             "AMPLY_HEARTBEAT_FILE": "/tmp/amply-worker.heartbeat",
             "AMPLY_QUEUES": queues,  # the plan parses JSON strings
             "AMPLY_TIERS": {
-                "high": {"visibility_timeout": 600, "soft_time_limit": 480, "time_limit": 540},
-                "celery": {"visibility_timeout": 1800, "soft_time_limit": 1500, "time_limit": 1680},
-                "low": {"visibility_timeout": 1800, "soft_time_limit": 1500, "time_limit": 1680},
+                "high": {"visibility_timeout": 120, "soft_time_limit": 480, "time_limit": 540},
+                "celery": {"visibility_timeout": 120, "soft_time_limit": 1500, "time_limit": 1680},
+                "low": {"visibility_timeout": 120, "soft_time_limit": 1500, "time_limit": 1680},
             },
             "AWS_REGION": REGION,
             "REMAP_SIGTERM": "SIGQUIT",
@@ -248,13 +248,22 @@ def test_execution_role_pulls_the_image_writes_its_logs_reads_its_secrets(
 
 def test_no_wildcard_beyond_the_documented_exceptions(plan: Plan) -> None:
     docs = {n: r["policy"] for n, r in of_type(plan, ROLE_POLICY).items()}
-    assert set(docs) == {f"worker-{g}-{k}" for g in COMMANDS
-                         for k in ("task-consumer", "execution-start")}  # fmt: skip
+    kinds = ("task-consumer", "task-protection", "execution-start")
+    assert set(docs) == {f"worker-{g}-{k}" for g in COMMANDS for k in kinds}
     for name, doc in docs.items():
         assert wildcard_problems(doc) == [], name
         found = iam.wildcards(doc)
         if name.endswith("task-consumer"):
             assert found == [], name
+        elif name.endswith("task-protection"):  # the tasks of this one cluster, nothing else
+            cluster = f"{PREFIX[plan['stack']]}-workers"
+            assert [f.split(": ", 1)[1] for f in found] == [
+                f"arn:aws:ecs:eu-west-1:246813579024:task/{cluster}/*"
+            ], name
+            assert doc["Statement"][0]["Action"] == [
+                "ecs:GetTaskProtection",
+                "ecs:UpdateTaskProtection",
+            ]
         else:  # exactly the two documented ones: the ECR token and this log group's streams
             assert [f.split(": ", 1)[1] for f in found] == [
                 "*",
@@ -326,10 +335,10 @@ def _sqs(queue: str, metric: str, stat: str) -> dict[str, Any]:
 
 def test_backlog_per_task_policy(plan: Plan, stack: str) -> None:
     p, cluster = PREFIX[stack], f"{PREFIX[stack]}-workers"
-    for group, (ids, queues, expression) in {
-        "high": (["visible_high", "visible_celery"], ["celery-high", "celery"],
-                 "(visible_high + visible_celery) / tasks"),
-        "low": (["visible_low"], ["celery-low"], "(visible_low) / tasks"),
+    for group, (tiers, queues, expression) in {
+        "high": (["high", "celery"], ["celery-high", "celery"],
+                 "(visible_high + visible_celery + inflight_high + inflight_celery) / tasks"),
+        "low": (["low"], ["celery-low"], "(visible_low + inflight_low) / tasks"),
     }.items():  # fmt: skip
         policy = one(plan, POLICY, f"worker-{group}-backlog-per-task")
         assert policy["name"] == f"{p}-worker-{group}-backlog-per-task"
@@ -339,12 +348,15 @@ def test_backlog_per_task_policy(plan: Plan, stack: str) -> None:
         assert (cfg["targetValue"], cfg["scaleOutCooldown"], cfg["scaleInCooldown"]) == (
             100, 60, 300)  # fmt: skip
         metrics = {m["id"]: m for m in cfg["customizedMetricSpecification"]["metrics"]}
+        # In flight counts too: long tasks running with nothing waiting must not read as idle.
+        kinds = (("visible", "ApproximateNumberOfMessagesVisible"),
+                 ("inflight", "ApproximateNumberOfMessagesNotVisible"))  # fmt: skip
+        ids = [f"{kind}_{t}" for kind, _ in kinds for t in tiers]
         assert list(metrics) == [*ids, "tasks", "backlog_per_task"]
-        for mid, q in zip(ids, queues, strict=True):
-            assert metrics[mid]["metricStat"] == _sqs(
-                f"{p}-{q}", "ApproximateNumberOfMessagesVisible", "Sum"
-            )
-            assert metrics[mid]["returnData"] is False
+        for kind, metric in kinds:
+            for t, q in zip(tiers, queues, strict=True):
+                assert metrics[f"{kind}_{t}"]["metricStat"] == _sqs(f"{p}-{q}", metric, "Sum")
+                assert metrics[f"{kind}_{t}"]["returnData"] is False
         assert metrics["tasks"]["metricStat"] == {
             "metric": {"namespace": "ECS/ContainerInsights", "metricName": "RunningTaskCount",
                        "dimensions": [{"name": "ClusterName", "value": cluster},

@@ -57,8 +57,8 @@ def test_a_full_contract_is_parsed() -> None:
 def test_defaults_are_the_prod_tiers_and_no_backend() -> None:
     cfg = load_config(contract())
     assert cfg.tiers == DEFAULT_TIERS
-    assert cfg.tiers["high"] == TierLimits(600, 480, 540)
-    assert cfg.tiers["low"] == TierLimits(1800, 1500, 1680)
+    assert cfg.tiers["high"] == TierLimits(120, 480, 540)
+    assert cfg.tiers["low"] == TierLimits(120, 1500, 1680)
     assert cfg.result_backend is None and cfg.sqs_endpoint is None
 
 

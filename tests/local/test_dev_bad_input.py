@@ -59,11 +59,11 @@ def test_missing_stack_file() -> None:
 def test_invalid_settings_file_names_every_bad_key(
     sqs: Any, sqs_endpoint: str, stack_dir: MakeStackDir
 ) -> None:
-    root, prefix = stack_dir(timeLimitMarginSeconds=-5, logRetentionDays=13)
+    root, prefix = stack_dir(namePrefix="Bad_Prefix", logRetentionDays=13)
     out = amply_jobs("dev", "--stack-dir", str(root), "--endpoint", sqs_endpoint, "--demo", "5")
     line = one_line_error(out)
     assert f"invalid stack settings in {root / 'Pulumi.dev.yaml'}" in line
-    assert "timeLimitMarginSeconds = -5" in line and "logRetentionDays = 13" in line
+    assert 'namePrefix = "Bad_Prefix"' in line and "logRetentionDays = 13" in line
     assert no_queues(sqs, prefix)
 
 

@@ -214,7 +214,7 @@ REPORT = "amply.jobs.reports.generate_monthly_report"
 def runtime_stack(enforcing: tuple[EnforcingEmulator, Credentials]) -> EnforcedStack:
     emulator, admin = enforcing
     prefix = "lr" + uuid.uuid4().hex[:8]
-    settings = trial_settings(prefix, tiers=RUNTIME_TIERS, timeLimitMarginSeconds=1)
+    settings = trial_settings(prefix, tiers=RUNTIME_TIERS)
     return provision_enforced(emulator.endpoint, admin, settings)
 
 

@@ -101,7 +101,6 @@ RANGES: dict[str, tuple[int, int | None]] = {
     "workerGroups[].maxCapacity": (1, 1000),
     "workerGroups[].scaling.scaleOutCooldownSeconds": (0, 3600),
     "workerGroups[].scaling.scaleInCooldownSeconds": (0, 3600),
-    "timeLimitMarginSeconds": (0, 3600),
 }
 # Values outside a set (Fargate cpu units, CloudWatch Logs retention days).
 ALLOWED = {

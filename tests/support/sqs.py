@@ -26,7 +26,6 @@ def trial_settings(prefix: str, **overrides: Any) -> StackSettings:
             "maxReceiveCount": 5, "receiveWaitTimeSeconds": 1}  # fmt: skip
     config: dict[str, Any] = {
         "namePrefix": prefix,
-        "timeLimitMarginSeconds": 1,
         "tiers": [
             {"name": "high", "queue": "celery-high", **tier},
             {"name": "celery", "queue": "celery", **tier},
