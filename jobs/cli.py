@@ -21,6 +21,8 @@ import click
 from rich.console import Console
 from rich.live import Live
 
+from jobs.cli_params import EndpointURL, OneLineGroup, region_problem, settings_line
+
 if TYPE_CHECKING:
     from infra.settings import StackSettings
 
@@ -41,6 +43,7 @@ stack_dir_option = click.option(
 endpoint_option = click.option(
     "--endpoint",
     envvar="AMPLY_SQS_ENDPOINT",
+    type=EndpointURL(),
     default=None,
     help="SQS endpoint URL (LocalStack, a moto server); default $AMPLY_SQS_ENDPOINT.",
 )
@@ -57,9 +60,13 @@ def _settings(stack: str, stack_dir: Path | None) -> StackSettings:
     from infra.settings import SettingsError, load_stack
 
     try:
-        return load_stack(stack, stack_dir)
+        settings = load_stack(stack, stack_dir)
     except SettingsError as exc:
-        fail(exc.one_line())
+        fail(settings_line(exc))
+    problem = region_problem(settings.region)
+    if problem is not None:
+        fail(f"aws:region of stack {stack}: {problem} (fix it in Pulumi.{stack}.yaml)")
+    return settings
 
 
 def _reachable(endpoint: str, region: str) -> None:
@@ -81,7 +88,7 @@ def _console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=110, soft_wrap=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """The Amply background-job system: local stack, provisioning, queue status."""
 
@@ -162,11 +169,19 @@ def contract_env(settings: Any, result: Any, endpoint: str | None) -> dict[str, 
 @click.option(
     "--endpoint",
     envvar="AMPLY_SQS_ENDPOINT",
+    type=EndpointURL(),
     default=None,
     help="SQS endpoint URL; default $AMPLY_SQS_ENDPOINT, else AWS itself.",
 )
 @click.option("--watch", is_flag=True, help="Refresh every few seconds until Ctrl-C.")
-@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
+@click.option(
+    "--interval",
+    default=2.0,
+    show_default=True,
+    # Below half a second the view would spin, costing SQS and CloudWatch calls for nothing.
+    type=click.FloatRange(min=0.5),
+    help="Seconds between refreshes (at least 0.5).",
+)
 def status(
     stack: str, stack_dir: Path | None, endpoint: str | None, watch: bool, interval: float
 ) -> None:
@@ -219,6 +234,7 @@ def status(
 @click.option(
     "--endpoint",
     envvar="AMPLY_SQS_ENDPOINT",
+    type=EndpointURL(),
     default=None,
     help="Use this SQS endpoint (LocalStack) instead of the embedded emulator; "
     "default $AMPLY_SQS_ENDPOINT.",
@@ -238,24 +254,25 @@ def status(
 @click.option(
     "--timeout",
     default=170.0,
+    type=click.FloatRange(min=0, min_open=True),
     show_default=True,
     help="With --exit-when-done: seconds the workload may take before it counts as failed.",
 )
 @click.option(
     "--emulator-port",
-    type=int,
+    type=click.IntRange(0, 65535),
     default=0,
     help="Port of the embedded emulator (default: a free one).",
 )
 @click.option(
     "--redis-port",
-    type=int,
+    type=click.IntRange(0, 65535),
     default=0,
     help="Port of the private redis-server (default: a free one).",
 )
 @click.option(
     "--receiver-port",
-    type=int,
+    type=click.IntRange(0, 65535),
     default=0,
     help="Port of the demo's webhook receiver (default: a free one).",
 )

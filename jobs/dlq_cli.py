@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jobs import dlq as lib
+from jobs.cli_params import AwsRegion, Duration, EndpointURL, OneLineGroup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,7 +41,22 @@ class Target:
         return lib.dlq_url_from(self.dlq_url)
 
     def client(self) -> Any:
-        return lib.make_client(self.url, self.endpoint, self.region)
+        return _client_for(self.url, self.endpoint, self.region)
+
+
+def _client_for(queue_url: str, endpoint: str | None, region: str | None) -> Any:
+    """``lib.make_client``, with what botocore refuses while building the client (no region
+    anywhere) as a one-line error: its own message is a traceback, before any SQS call."""
+    import botocore.exceptions
+
+    try:
+        return lib.make_client(queue_url, endpoint, region)
+    except botocore.exceptions.NoRegionError:
+        raise lib.DlqError(
+            "no AWS region: set AWS_REGION or pass --region before the command "
+            "(`amply-jobs dlq --region eu-west-1 inspect`); it cannot be read from the URL "
+            f"{queue_url or '(none)'}"
+        ) from None
 
 
 def _console() -> Console:
@@ -97,7 +113,11 @@ def _event_logger(level: str) -> Any:
     )
 
 
-@click.group("dlq")
+class _DlqGroup(OneLineGroup):
+    error_prefix = "error: "
+
+
+@click.group("dlq", cls=_DlqGroup)
 @click.option(
     "--dlq-url", envvar="AMPLY_DLQ", show_envvar=True, help="URL of the dead-letter queue."
 )
@@ -105,9 +125,12 @@ def _event_logger(level: str) -> Any:
     "--endpoint",
     envvar="AMPLY_SQS_ENDPOINT",
     show_envvar=True,
+    type=EndpointURL(),
     help="SQS endpoint off AWS (LocalStack, the emulator).",
 )
-@click.option("--region", envvar="AWS_REGION", show_envvar=True, help="AWS region.")
+@click.option(
+    "--region", envvar="AWS_REGION", show_envvar=True, type=AwsRegion(), help="AWS region."
+)
 @click.option(
     "--log-level",
     default="info",
@@ -300,7 +323,7 @@ def redrive_cmd(
     if from_file is not None:
         if max_messages is not None or method != "auto":
             raise lib.DlqError("--from-file sends the whole file: it takes no --max or --method")
-        client = lib.make_client(next(iter(tiers.values()), ""), target.endpoint, target.region)
+        client = _client_for(next(iter(tiers.values()), ""), target.endpoint, target.region)
     else:
         client = target.client()
         lib.depth(client, target.url)  # a wrong queue or key fails here, before the bar
@@ -409,7 +432,11 @@ def _print_redrive(res: lib.RedriveResult) -> None:
 
 @dlq.command("purge")
 @click.option(
-    "--older-than", "older_than", required=True, help="Age by SentTimestamp: 90m, 2h, 7d."
+    "--older-than",
+    "older_than",
+    required=True,
+    type=Duration(),
+    help="Age by SentTimestamp: 90m, 2h, 7d.",
 )
 @click.option("--task", help="Only this task name (an fnmatch glob works).")
 @click.option(

@@ -34,6 +34,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from infra.settings import SettingsError, StackSettings, load_stack
+from jobs.cli_params import region_problem, settings_line
 from jobs.local import worker_hooks
 from jobs.local.clients import client, endpoint_env
 from jobs.local.emulator import EndpointUnreachable, ThreadedEmulator, port_in_use, wait_for_sqs
@@ -120,7 +121,11 @@ def _check(options: DevOptions) -> StackSettings:
     try:
         settings = load_stack(options.stack, options.stack_dir)
     except SettingsError as exc:
-        raise DevError(exc.one_line()) from None
+        raise DevError(settings_line(exc)) from None
+    problem = region_problem(settings.region)
+    if problem is not None:
+        raise DevError(f"aws:region of stack {options.stack}: {problem} (fix it in "
+                       f"Pulumi.{options.stack}.yaml)")  # fmt: skip
     if not settings.worker_groups:
         raise DevError(f"stack {options.stack} has no workerGroups: add at least one to "
                        f"Pulumi.{options.stack}.yaml")  # fmt: skip
@@ -273,13 +278,27 @@ def _ignore_stop_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _log_dir(given: Path | None) -> Path:
+    """The workers' log directory, made and proven writable before anything starts."""
+    if given is None:
+        return Path(tempfile.mkdtemp(prefix="amply-dev-"))
+    try:
+        given.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=given):
+            pass
+    except OSError as exc:
+        raise DevError(f"--log-dir {given}: cannot write there ({exc.strerror or exc}): "
+                       "give a directory you can write to, or leave --log-dir out for a "
+                       "new temporary one") from None  # fmt: skip
+    return given
+
+
 def run(options: DevOptions, console: Console) -> int:
     """Run the local stack; the exit code (0 ok, 1 the workload failed, 130 interrupted).
     Raises DevError for bad input, before anything is started."""
     settings = _check(options)
     effective = demo_settings(settings, options.demo_visibility) if options.demo else settings
-    log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix="amply-dev-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = _log_dir(options.log_dir)
 
     running = _Running()
     previous = signal.getsignal(signal.SIGINT)
