@@ -40,6 +40,7 @@ from jobs.local.clients import client, endpoint_env
 from jobs.local.emulator import EndpointUnreachable, ThreadedEmulator, port_in_use, wait_for_sqs
 from jobs.local.provision import Provisioned, provision
 from jobs.local.redis_server import RedisServer, redis_binary
+from jobs.local.shell import contract_env, export_lines
 from jobs.local.status import Snapshot, queue_table, snapshot
 from jobs.local.worker_procs import WorkerProcess
 
@@ -338,8 +339,7 @@ def _run(options: DevOptions, settings: StackSettings, effective: StackSettings,
     else:
         console.print(f"SQS: {endpoint}")
     rds = _start_redis(options, stack)
-    if rds.server is not None:
-        console.print(f"Redis: private redis-server on {rds.server.url}")
+    console.print(_redis_line(rds))
     data = redis.Redis.from_url(rds.data_url)
     # Only the dev view's own keys: the workers' readiness and counts of an earlier run.
     for key in data.scan_iter(worker_hooks.PREFIX + "*"):
@@ -390,7 +390,7 @@ def _run(options: DevOptions, settings: StackSettings, effective: StackSettings,
         console.print(f"[bold red]{escape(str(exc))}[/]")
         return 1
     console.print("workers ready")
-    console.print(f"AMPLY_QUEUES={prov.amply_queues()}", soft_wrap=True)
+    _print_shell(effective, prov, endpoint, rds, log_dir, console)
 
     if demo is not None:
         os.environ.update({k: v for k, v in env.items() if k.startswith(("AMPLY_", "AWS_"))})
@@ -400,6 +400,36 @@ def _run(options: DevOptions, settings: StackSettings, effective: StackSettings,
         demo.enqueue(console)
 
     return _watch(options, effective, sqs, prov, data, workers, demo, console)
+
+
+def _redis_line(rds: _Redis) -> str:
+    """Where the tasks' data and the results are, each said as it is: a private server only
+    for what was not given."""
+    own = rds.server.url.rsplit("/", 1)[0] if rds.server is not None else None
+
+    def where(url: str | None, variable: str) -> str:
+        if url is None:
+            return "none"
+        if own is not None and url.startswith(own + "/"):
+            return f"{url} (private redis-server)"
+        return f"{url} (${variable})"
+
+    return (f"Redis: tasks' data on {where(rds.data_url, 'AMPLY_REDIS_URL')}; results on "
+            f"{where(rds.result_url, 'AMPLY_RESULT_BACKEND')}")  # fmt: skip
+
+
+def _print_shell(settings: StackSettings, prov: Provisioned, endpoint: str, rds: _Redis,
+                 log_dir: Path, console: Console) -> None:  # fmt: skip
+    """The contract as export lines, printed and written to ``log_dir/env.sh``: another shell
+    that sources it is a producer (``.delay()``) and an operator (``amply-jobs dlq``,
+    ``status``) of this stack, dummy credentials for the emulator included."""
+    lines = export_lines(contract_env(settings, prov, endpoint, redis_url=rds.data_url,
+                                      result_url=rds.result_url))  # fmt: skip
+    env_file = log_dir / "env.sh"
+    env_file.write_text("\n".join(lines) + "\n")
+    console.print(f"shell: `. {env_file}` in another terminal sets these:", highlight=False)
+    for line in lines:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 def _quiet_logs(stack: str) -> None:
@@ -422,7 +452,10 @@ def _watch(options: DevOptions, settings: StackSettings, sqs: Any, prov: Provisi
         elapsed = time.monotonic() - started
         parts: list[Any] = [queue_table(snap, f"stack {settings.stack}: queues ({elapsed:.0f}s)")]
         if demo is not None:
-            parts.append(Text(demo.progress_line(snap)))
+            parts.append(Text(demo.progress_line(snap, "" if options.exit_when_done
+                                                 else "Ctrl-C stops")))  # fmt: skip
+        elif options.exit_when_done:
+            parts.append(Text("exits when every queue is empty"))
         else:
             parts.append(Text("Ctrl-C stops everything"))
         return Group(*parts)
@@ -433,7 +466,7 @@ def _watch(options: DevOptions, settings: StackSettings, sqs: Any, prov: Provisi
                         done=done_counts())  # fmt: skip
 
     snap = take()
-    finished = False
+    finished = timed_out = False
     with Live(view(snap), console=console, auto_refresh=False, transient=False) as live:
         while True:
             dead = workers.dead()
@@ -446,13 +479,16 @@ def _watch(options: DevOptions, settings: StackSettings, sqs: Any, prov: Provisi
                 if finished:
                     break
                 if time.monotonic() - started > options.timeout:
-                    console.print(f"[bold red]not done within {options.timeout:g}s[/]")
+                    timed_out = True
                     break
             time.sleep(options.refresh)
             snap = take()
             live.update(view(snap), refresh=True)
     console.print()
-    if demo is None:
-        return 0 if finished else 1
-    ok = demo.summarize(snap, sqs, prov.dlq_url, console)
+    ok = True if demo is None else demo.summarize(snap, sqs, prov.dlq_url, console)
+    if timed_out:
+        # Said last, so that a FAILED above is not taken for a task's fault alone.
+        console.print(f"[bold red]time ran out: the workload did not finish within --timeout "
+                      f"{options.timeout:g}s (raise --timeout, or see the worker logs in "
+                      f"{workers.procs[0].log_path.parent})[/]")  # fmt: skip
     return 0 if ok and finished else 1
