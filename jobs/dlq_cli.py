@@ -11,9 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -60,8 +63,10 @@ def _client_for(queue_url: str, endpoint: str | None, region: str | None) -> Any
 
 
 def _console() -> Console:
-    # Wide enough for ids and times when stdout is not a terminal (pipes, CI, tests).
-    return Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+    # Wide enough for ids and times when stdout is not a terminal (pipes, CI, tests), unless
+    # COLUMNS says how wide the reader is.
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+    return Console(width=width, highlight=False)
 
 
 def _err(message: str) -> None:
@@ -197,14 +202,15 @@ def inspect_cmd(target: Target, limit: int, as_json: bool, visibility: int) -> N
     if not found.messages:
         console.print("The DLQ is empty.")
         return
+    # At 80 columns the task name folds and the times wrap at their space; tier and count
+    # never shrink, and the ids, which an operator pastes into --id, go whole below the table.
     table = Table(title="Messages by task")
-    table.add_column("task", no_wrap=True)
-    table.add_column("tier")
-    table.add_column("count", justify="right")
-    table.add_column("oldest sent (UTC)", no_wrap=True)
-    table.add_column("newest sent (UTC)", no_wrap=True)
-    table.add_column("max receives", justify="right")
-    table.add_column("ids, oldest first (task id, else message id)")
+    table.add_column("task", overflow="fold", min_width=12, ratio=1)
+    table.add_column("tier", no_wrap=True, min_width=6)
+    table.add_column("count", justify="right", no_wrap=True, min_width=5)
+    table.add_column("oldest sent (UTC)", min_width=10)
+    table.add_column("newest sent (UTC)", min_width=10)
+    table.add_column("max receives", justify="right", min_width=8)
     for g in found.groups:
         table.add_row(
             Text(g.label),
@@ -213,14 +219,22 @@ def inspect_cmd(target: Target, limit: int, as_json: bool, visibility: int) -> N
             _when(g.oldest),
             _when(g.newest),
             str(g.max_receive_count or "-"),
-            Text("\n".join(g.sample_ids)),
         )
     console.print(table)
+    console.print("ids, oldest first (task id, else message id; for --id):")
+    for g in found.groups:
+        console.print(Text(f"  {g.label}"), soft_wrap=True)
+        for sample in g.sample_ids:
+            console.print(Text(f"    {sample}"), soft_wrap=True)
+        if g.count > len(g.sample_ids):
+            console.print(f"    ... and {g.count - len(g.sample_ids)} more (see --json)")
     odd = [m for m in found.messages if m.decoded.kind != "celery"]
     if odd:
         t = Table(title="Not Celery messages (will not be redriven)")
-        for col in ("message id", "sent (UTC)", "size", "preview (escaped)"):
-            t.add_column(col)
+        t.add_column("message id", no_wrap=True, min_width=36)
+        t.add_column("sent (UTC)", min_width=10)
+        t.add_column("size", justify="right", no_wrap=True)
+        t.add_column("preview (escaped)", overflow="fold", ratio=1)
         for m in odd[:50]:
             t.add_row(
                 m.message_id, _when(m.sent_at), str(m.payload_bytes()), Text(m.decoded.preview)
@@ -389,7 +403,14 @@ def redrive_cmd(
         )
     else:
         _print_redrive(res)
-    if res.failed:
+    missing = [i for i in ids if i not in res.matched_ids]
+    if missing:
+        where = f"in {from_file}" if from_file is not None else "in the DLQ"
+        _err(
+            f"no message {where} has the id {', '.join(missing)} (task id or SQS message id): "
+            "check it with `amply-jobs dlq inspect` (nothing was sent for it)"
+        )
+    if res.failed or missing:
         sys.exit(1)
 
 
@@ -406,8 +427,11 @@ def _print_redrive(res: lib.RedriveResult) -> None:
         )
         return
     verb = "would move" if res.dry_run else "moved"
+    left = "left in the DLQ"
     if res.method == "file":
         verb = "would send" if res.dry_run else "sent (the file is unchanged)"
+        # A file's messages may have been purged: they are in the file only, not in the DLQ.
+        left = "not sent; still in the file"
     if res.read < res.depth_at_start:
         out.print(
             f"Read {res.read} of ~{res.depth_at_start} messages (the rest arrived late, "
@@ -416,9 +440,9 @@ def _print_redrive(res: lib.RedriveResult) -> None:
     per = ", ".join(f"{t} {n}" for t, n in sorted(res.moved.items())) or "none"
     out.print(
         f"{verb} {sum(res.moved.values())} ({per}); skipped {len(res.skipped)} "
-        f"(left in the DLQ); failed {len(res.failed)}; not selected {res.passed_over}"
+        f"({left}); failed {len(res.failed)}; not selected {res.passed_over}"
     )
-    for title, rows in (("Skipped (left in the DLQ)", res.skipped), ("Failed", res.failed)):
+    for title, rows in ((f"Skipped ({left})", res.skipped), ("Failed", res.failed)):
         if rows:
             t = Table(title=title)
             for col in ("message id", "task", "task id", "reason"):
@@ -453,11 +477,28 @@ def purge_cmd(target: Target, older_than: str, task: str | None, out_dir: str, y
     """Delete old messages, each exported to a timestamped file first."""
     age = lib.parse_duration(older_than)
     if not yes:
+        # Say how many would go: a read (each message hidden 5 s, then handed back).
+        found = lib.scan(target.client(), target.url, visibility=5)
+        cutoff = datetime.now(UTC) - age
+        would = sum(1 for m in found.messages
+                    if m.sent_at is not None and m.sent_at < cutoff
+                    and lib.task_matches(task, m.task))  # fmt: skip
+        of_task = f" of task {task}" if task else ""
         raise lib.DlqError(
-            "purge deletes messages: add --yes to go on (they are exported to "
-            "a file first); look first with `amply-jobs dlq inspect`"
+            f"purge would delete {would} of the {len(found.messages)} messages read "
+            f"(sent more than {older_than} ago{of_task}): add --yes to go on (they are "
+            "exported to a file first); look first with `amply-jobs dlq inspect`"
         )
     res = lib.purge(target.client(), target.url, older_than=age, out_dir=out_dir, task=task)
+    if res.written == 0:
+        # Nothing matched: an empty export file would only be a false trail for the undo.
+        Path(res.path).unlink(missing_ok=True)
+        click.echo(
+            f"nothing to purge: no message older than {older_than}"
+            + (f" of task {task}" if task else "")
+            + f"; {res.passed_over} kept; no export written"
+        )
+        return
     click.echo(
         f"purged {res.deleted} messages older than {older_than}; exported to "
         f"{res.path} (synced); {res.passed_over} newer or other messages kept"
