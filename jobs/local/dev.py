@@ -340,7 +340,8 @@ def _run(options: DevOptions, settings: StackSettings, effective: StackSettings,
         console.print(f"SQS: {endpoint}")
     rds = _start_redis(options, stack)
     console.print(_redis_line(rds))
-    data = redis.Redis.from_url(rds.data_url)
+    # Timeouts: a paused Redis must not freeze the view (see _watch), only blank its counts.
+    data = redis.Redis.from_url(rds.data_url, socket_timeout=3, socket_connect_timeout=3)
     # Only the dev view's own keys: the workers' readiness and counts of an earlier run.
     for key in data.scan_iter(worker_hooks.PREFIX + "*"):
         data.delete(key)
@@ -432,6 +433,12 @@ def _print_shell(settings: StackSettings, prov: Provisioned, endpoint: str, rds:
         console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
+def _safe_url(client: redis.Redis) -> str:
+    """The client's server, without a password."""
+    kw = client.connection_pool.connection_kwargs
+    return f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+
+
 def _quiet_logs(stack: str) -> None:
     """The runtime's info events (one per batch sent) would scroll the live table away;
     warnings and errors still show. The workers' own logs go to their log files."""
@@ -448,10 +455,26 @@ def _watch(options: DevOptions, settings: StackSettings, sqs: Any, prov: Provisi
     def done_counts() -> dict[str, int]:
         return {t.name: int(data.scard(worker_hooks.done_key(t.name))) for t in settings.tiers}
 
+    # The data Redis may stop (a developer's own, or paused): the stack stays up, the view
+    # says so and shows the SQS counters alone, and picks the counts up when it is back. The
+    # workers retry on their own (each task's Redis call fails and is retried).
+    redis_down: list[str] = []  # the error while it does not answer; empty when it does
+
+    def redis_state(error: str | None) -> None:
+        if error is not None and not redis_down:
+            console.print(f"[bold yellow]Redis {escape(_safe_url(data))} does not answer "
+                          f"({escape(error)}): the view shows no done counts until it is back; "
+                          "the stack stays up[/]")  # fmt: skip
+        elif error is None and redis_down:
+            console.print(f"Redis {escape(_safe_url(data))} answers again")
+        redis_down[:] = [error] if error is not None else []
+
     def view(snap: Snapshot) -> Any:
         elapsed = time.monotonic() - started
         parts: list[Any] = [queue_table(snap, f"stack {settings.stack}: queues ({elapsed:.0f}s)")]
-        if demo is not None:
+        if redis_down:
+            parts.append(Text(f"Redis unavailable ({redis_down[0]}); Ctrl-C stops"))
+        elif demo is not None:
             parts.append(Text(demo.progress_line(snap, "" if options.exit_when_done
                                                  else "Ctrl-C stops")))  # fmt: skip
         elif options.exit_when_done:
@@ -462,8 +485,16 @@ def _watch(options: DevOptions, settings: StackSettings, sqs: Any, prov: Provisi
 
     def take() -> Snapshot:
         age = demo.oldest_age if demo is not None else None
-        return snapshot(settings, sqs, prov.queues, prov.dlq_url, oldest_age=age,
-                        done=done_counts())  # fmt: skip
+        try:
+            snap = snapshot(settings, sqs, prov.queues, prov.dlq_url, oldest_age=age,
+                            done=done_counts())  # fmt: skip
+            if demo is not None:
+                demo.progress_line(snap)  # it reads Redis too: fail here, not in the view
+        except redis.RedisError as exc:
+            redis_state(" ".join(str(exc).split()) or type(exc).__name__)
+            return snapshot(settings, sqs, prov.queues, prov.dlq_url)
+        redis_state(None)
+        return snap
 
     snap = take()
     finished = timed_out = False
@@ -474,8 +505,12 @@ def _watch(options: DevOptions, settings: StackSettings, sqs: Any, prov: Provisi
                 console.print(f"[bold red]worker {dead.group.name} exited (code "
                               f"{dead.exited()}): {escape(dead.log_tail())}[/]")  # fmt: skip
                 break
-            if options.exit_when_done:
-                finished = demo.finished(snap) if demo is not None else snap.backlog() == 0
+            if options.exit_when_done and not redis_down:
+                try:
+                    finished = demo.finished(snap) if demo is not None else snap.backlog() == 0
+                except redis.RedisError as exc:
+                    redis_state(" ".join(str(exc).split()) or type(exc).__name__)
+                    finished = False
                 if finished:
                     break
                 if time.monotonic() - started > options.timeout:
@@ -485,7 +520,12 @@ def _watch(options: DevOptions, settings: StackSettings, sqs: Any, prov: Provisi
             snap = take()
             live.update(view(snap), refresh=True)
     console.print()
-    ok = True if demo is None else demo.summarize(snap, sqs, prov.dlq_url, console)
+    try:
+        ok = True if demo is None else demo.summarize(snap, sqs, prov.dlq_url, console)
+    except redis.RedisError as exc:
+        console.print(f"[bold red]FAILED: no summary, Redis {escape(_safe_url(data))} does "
+                      f"not answer ({escape(str(exc))})[/]")  # fmt: skip
+        ok = False
     if timed_out:
         # Said last, so that a FAILED above is not taken for a task's fault alone.
         console.print(f"[bold red]time ran out: the workload did not finish within --timeout "

@@ -137,12 +137,12 @@ def alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def dev_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+def dev_process(*args: str, **env: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     """``amply-jobs dev ARGS`` as a real process, its output collected line by line; killed
     at the end if a test left it running."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs", "dev", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env(), cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env(**env), cwd=ROOT,
     )  # fmt: skip
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),  # type: ignore[union-attr]
