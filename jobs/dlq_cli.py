@@ -56,10 +56,33 @@ def _client_for(queue_url: str, endpoint: str | None, region: str | None) -> Any
         return lib.make_client(queue_url, endpoint, region)
     except botocore.exceptions.NoRegionError:
         raise lib.DlqError(
-            "no AWS region: set AWS_REGION or pass --region before the command "
-            "(`amply-jobs dlq --region eu-west-1 inspect`); it cannot be read from the URL "
+            "no AWS region: set AWS_REGION or pass --region (`amply-jobs dlq inspect "
+            "--region eu-west-1`); it cannot be read from the URL "
             f"{queue_url or '(none)'}"
         ) from None
+
+
+def _target_options(fn: F) -> F:
+    """``--dlq-url``, ``--endpoint`` and ``--region`` after the command name too
+    (``amply-jobs dlq inspect --endpoint URL``), as ``status`` and ``provision`` take
+    ``--endpoint``; given there, they win over the group's and the environment's."""
+
+    @functools.wraps(fn)
+    def wrapper(target: Target, *args: Any, here_dlq_url: str | None = None,
+                here_endpoint: str | None = None, here_region: str | None = None,
+                **kwargs: Any) -> Any:  # fmt: skip
+        target = Target(here_dlq_url or target.dlq_url, here_endpoint or target.endpoint,
+                        here_region or target.region)  # fmt: skip
+        return fn(target, *args, **kwargs)
+
+    for decorator in (
+        click.option("--region", "here_region", type=AwsRegion(), help="AWS region."),
+        click.option("--endpoint", "here_endpoint", type=EndpointURL(),
+                     help="SQS endpoint off AWS (LocalStack, the emulator)."),
+        click.option("--dlq-url", "here_dlq_url", help="URL of the dead-letter queue."),
+    ):  # fmt: skip
+        wrapper = decorator(wrapper)
+    return wrapper  # type: ignore[return-value]
 
 
 def _console() -> Console:
@@ -185,6 +208,7 @@ def _when(value: Any) -> str:
     help="Seconds each message is hidden while being read (released at the end).",
 )
 @click.pass_obj
+@_target_options
 @_operator_errors
 def inspect_cmd(target: Target, limit: int, as_json: bool, visibility: int) -> None:
     """Read without deleting; a table grouped by task."""
@@ -262,6 +286,7 @@ def inspect_cmd(target: Target, limit: int, as_json: bool, visibility: int) -> N
     help="Seconds each message is held while exporting (released at the end).",
 )
 @click.pass_obj
+@_target_options
 @_operator_errors
 def export_cmd(target: Target, out: str, delete: bool, limit: int | None, visibility: int) -> None:
     """Write every message (body verbatim, attributes) to JSON Lines."""
@@ -318,6 +343,7 @@ def export_cmd(target: Target, out: str, delete: bool, limit: int | None, visibi
 )
 @click.option("--json", "as_json", is_flag=True, help="The outcome as JSON on stdout.")
 @click.pass_obj
+@_target_options
 @_operator_errors
 def redrive_cmd(
     target: Target,
@@ -472,6 +498,7 @@ def _print_redrive(res: lib.RedriveResult) -> None:
 )
 @click.option("--yes", is_flag=True, help="Confirm: this deletes messages.")
 @click.pass_obj
+@_target_options
 @_operator_errors
 def purge_cmd(target: Target, older_than: str, task: str | None, out_dir: str, yes: bool) -> None:
     """Delete old messages, each exported to a timestamped file first."""

@@ -89,3 +89,16 @@ def test_redrive_from_a_purge_file_does_not_claim_the_dlq_holds_them(
     assert r.exit_code == 0, r.stderr
     assert "skipped 6 (not sent; still in the file)" in r.stdout
     assert "left in the DLQ" not in r.stdout
+
+
+def test_target_options_work_after_the_command_too(filled: Filled) -> None:
+    # As `amply-jobs status --endpoint URL`: the options where a user types them.
+    env = {"AMPLY_SQS_ENDPOINT": None, "AMPLY_DLQ": None, "AWS_REGION": None}
+    r = CliRunner().invoke(
+        dlq,
+        ["inspect", "--json", "--endpoint", filled.stack.endpoint,
+         "--dlq-url", filled.stack.dlq_url, "--region", "eu-west-1"],
+        env={**filled.env(), **env},
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["scanned"] == 17

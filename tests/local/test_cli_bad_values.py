@@ -57,8 +57,8 @@ def test_dlq_with_an_endpoint_but_no_region() -> None:
     url = "http://127.0.0.1:4566/000000000000/amply-dev-celery-dlq"
     assert one_line("dlq", "--endpoint", "http://127.0.0.1:4566", "--dlq-url", url,
                     "inspect") == (
-        "error: no AWS region: set AWS_REGION or pass --region before the command "
-        "(`amply-jobs dlq --region eu-west-1 inspect`); it cannot be read from the URL " + url
+        "error: no AWS region: set AWS_REGION or pass --region (`amply-jobs dlq inspect "
+        "--region eu-west-1`); it cannot be read from the URL " + url
     )  # fmt: skip
 
 
