@@ -443,7 +443,7 @@ def _chunks(msgs: list[DlqMessage], max_entries: int) -> Iterator[list[DlqMessag
     chunk: list[DlqMessage] = []
     size = 0
     for m in msgs:
-        n = m.payload_bytes()
+        n = m.redrive_bytes()
         if chunk and (len(chunk) >= max_entries or size + n > SQS_BATCH_MAX_BYTES):
             yield chunk
             chunk, size = [], 0
@@ -714,13 +714,15 @@ def _fail(result: RedriveResult, tier: str, m: DlqMessage, reason: str) -> None:
 def _send(
     client: Any, tier: str, url: str, chunk: list[DlqMessage], result: RedriveResult
 ) -> list[DlqMessage]:
-    """One SendMessageBatch of ``chunk`` to ``url``, bodies and attributes unchanged. Returns
+    """One SendMessageBatch of ``chunk`` to ``url``, bodies and attributes unchanged (one
+    added: :data:`~jobs.dlq_messages.FIRST_SENT`, when the message was first sent). Returns
     the messages SQS accepted intact; the others are recorded as failed."""
     entries = []
     for i, m in enumerate(chunk):
         entry: dict[str, Any] = {"Id": str(i), "MessageBody": m.body}
-        if m.message_attributes:
-            entry["MessageAttributes"] = m.send_attributes()
+        attrs = m.redrive_attributes()  # its own, plus when it was first sent
+        if attrs:
+            entry["MessageAttributes"] = attrs
         entries.append(entry)
     resp = call(client, "send_message_batch", QueueUrl=url, Entries=entries)
     accepted: list[DlqMessage] = []
