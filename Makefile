@@ -38,10 +38,11 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
 
-## plan: the offline plan of a stack (make plan STACK=prod)
+## plan: the offline plan of a stack (make plan STACK=prod; one JSON document: ARGS=--json)
 STACK ?= dev
+ARGS ?=
 plan: $(STAMP)
-	$(PY) -m infra.plan $(STACK)
+	$(PY) -m infra.plan $(STACK) $(ARGS)
 
 ## bench: every benchmark (docs/benchmarks.md); outputs in build/bench/. Not part of make test.
 bench: $(STAMP)

@@ -11,7 +11,6 @@ line on stderr saying what to do, and exit code 2, before anything is started or
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 from rich.console import Console
 from rich.live import Live
+
+from jobs.cli_params import EndpointURL, OneLineGroup, region_problem, settings_line
 
 if TYPE_CHECKING:
     from infra.settings import StackSettings
@@ -41,6 +42,7 @@ stack_dir_option = click.option(
 endpoint_option = click.option(
     "--endpoint",
     envvar="AMPLY_SQS_ENDPOINT",
+    type=EndpointURL(),
     default=None,
     help="SQS endpoint URL (LocalStack, a moto server); default $AMPLY_SQS_ENDPOINT.",
 )
@@ -57,9 +59,13 @@ def _settings(stack: str, stack_dir: Path | None) -> StackSettings:
     from infra.settings import SettingsError, load_stack
 
     try:
-        return load_stack(stack, stack_dir)
+        settings = load_stack(stack, stack_dir)
     except SettingsError as exc:
-        fail(exc.one_line())
+        fail(settings_line(exc))
+    problem = region_problem(settings.region)
+    if problem is not None:
+        fail(f"aws:region of stack {stack}: {problem} (fix it in Pulumi.{stack}.yaml)")
+    return settings
 
 
 def _reachable(endpoint: str, region: str) -> None:
@@ -81,7 +87,7 @@ def _console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=110, soft_wrap=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """The Amply background-job system: local stack, provisioning, queue status."""
 
@@ -96,11 +102,27 @@ def main() -> None:
     is_flag=True,
     help="Print the environment contract as export lines (eval-able) on stdout.",
 )
-def provision(stack: str, stack_dir: Path | None, endpoint: str | None, as_env: bool) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Read only: report what would be created or changed, change nothing; exit 1 if "
+    "anything would change.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Change the attributes of queues that hold messages (a stack in use) all the same.",
+)
+def provision(
+    stack: str, stack_dir: Path | None, endpoint: str | None, as_env: bool, check: bool,
+    force: bool,
+) -> None:  # fmt: skip
     """Create or correct the stack's queues on an SQS endpoint, from the stack settings.
 
     Idempotent: a second run changes nothing and says so; drifted attributes are put right
-    and reported. In AWS the queues are Pulumi's (`pulumi up`), so an endpoint is required."""
+    and reported. Queues that hold messages are in use (a running `amply-jobs dev`, workers):
+    their attributes are changed only with --force. In AWS the queues are Pulumi's
+    (`pulumi up`), so an endpoint is required."""
     settings = _settings(stack, stack_dir)
     if not endpoint:
         fail(
@@ -111,18 +133,42 @@ def provision(stack: str, stack_dir: Path | None, endpoint: str | None, as_env: 
 
     from jobs.local.clients import client
     from jobs.local.provision import provision as do_provision
+    from jobs.local.shell import contract_env, export_lines
 
-    result = do_provision(settings, client("sqs", endpoint, settings.region, fail_fast=True))
+    sqs = client("sqs", endpoint, settings.region, fail_fast=True)
     # The report goes to stderr with --env, so that `eval "$(amply-jobs provision --env)"`
     # sees only the export lines.
     report = sys.stderr if as_env else sys.stdout
+    plan = do_provision(settings, sqs, apply=False)
+    if check:
+        for line in provision_report(plan, stack, endpoint):
+            click.echo(line, file=report)
+        if plan.changed:
+            click.echo("check: changes needed (nothing was changed); run without --check "
+                       "to make them", file=report)  # fmt: skip
+        sys.exit(1 if plan.changed else 0)
+    updates = [c for c in plan.changes if c.action == "would update"]
+    if updates and plan.in_use and not force:
+        what = "; ".join(
+            f"{c.name} "
+            + ", ".join(f"{k} {was} -> {new}" for k, (was, new) in sorted(c.drift.items()))
+            for c in updates
+        )
+        fail(
+            f"the queues of stack {stack} hold {plan.in_use} messages, so something uses them "
+            f"(a running `amply-jobs dev`, whose demo sets its own visibility timeout, or "
+            f"workers); provisioning would change {what}: stop that first, or add --force"
+        )
+    result = do_provision(settings, sqs)
     for line in provision_report(result, stack, endpoint):
         click.echo(line, file=report)
     if as_env:
-        for key, value in contract_env(settings, result, endpoint).items():
-            click.echo(f"export {key}={shlex.quote(value)}")
+        for line in export_lines(contract_env(settings, result, endpoint)):
+            click.echo(line)
     else:
         click.echo(f"AMPLY_QUEUES={result.amply_queues()}")
+        click.echo("(for a shell: the same with --env, then `eval \"$(amply-jobs provision "
+                   "--endpoint URL --env)\"`)")  # fmt: skip
 
 
 def provision_report(result: Any, stack: str, endpoint: str) -> list[str]:
@@ -140,33 +186,25 @@ def provision_report(result: Any, stack: str, endpoint: str) -> list[str]:
     return lines
 
 
-def contract_env(settings: Any, result: Any, endpoint: str | None) -> dict[str, str]:
-    """The environment contract (docs/contract.md) for provisioned queues."""
-    import json
-
-    env = {
-        "AMPLY_QUEUES": result.amply_queues(),
-        "AMPLY_DLQ": result.dlq_url,
-        "AWS_REGION": settings.region,
-        "AMPLY_ENV": settings.stack,
-        "AMPLY_TIERS": json.dumps(settings.runtime_tiers(), separators=(",", ":")),
-    }
-    if endpoint:
-        env["AMPLY_SQS_ENDPOINT"] = endpoint
-    return env
-
-
 @main.command()
 @stack_option
 @stack_dir_option
 @click.option(
     "--endpoint",
     envvar="AMPLY_SQS_ENDPOINT",
+    type=EndpointURL(),
     default=None,
     help="SQS endpoint URL; default $AMPLY_SQS_ENDPOINT, else AWS itself.",
 )
 @click.option("--watch", is_flag=True, help="Refresh every few seconds until Ctrl-C.")
-@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
+@click.option(
+    "--interval",
+    default=2.0,
+    show_default=True,
+    # Below half a second the view would spin, costing SQS and CloudWatch calls for nothing.
+    type=click.FloatRange(min=0.5),
+    help="Seconds between refreshes (at least 0.5).",
+)
 def status(
     stack: str, stack_dir: Path | None, endpoint: str | None, watch: bool, interval: float
 ) -> None:
@@ -219,6 +257,7 @@ def status(
 @click.option(
     "--endpoint",
     envvar="AMPLY_SQS_ENDPOINT",
+    type=EndpointURL(),
     default=None,
     help="Use this SQS endpoint (LocalStack) instead of the embedded emulator; "
     "default $AMPLY_SQS_ENDPOINT.",
@@ -238,24 +277,25 @@ def status(
 @click.option(
     "--timeout",
     default=170.0,
+    type=click.FloatRange(min=0, min_open=True),
     show_default=True,
     help="With --exit-when-done: seconds the workload may take before it counts as failed.",
 )
 @click.option(
     "--emulator-port",
-    type=int,
+    type=click.IntRange(0, 65535),
     default=0,
     help="Port of the embedded emulator (default: a free one).",
 )
 @click.option(
     "--redis-port",
-    type=int,
+    type=click.IntRange(0, 65535),
     default=0,
     help="Port of the private redis-server (default: a free one).",
 )
 @click.option(
     "--receiver-port",
-    type=int,
+    type=click.IntRange(0, 65535),
     default=0,
     help="Port of the demo's webhook receiver (default: a free one).",
 )

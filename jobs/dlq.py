@@ -191,8 +191,10 @@ def scan(client: Any, queue_url: str, *, limit: int = 1000, visibility: int = 5)
 def inspect(client: Any, queue_url: str, *, limit: int = 1000, visibility: int = 5) -> Inspection:
     """:func:`scan`, and each message logged as a ``dlq.message`` event."""
     found = scan(client, queue_url, limit=limit, visibility=visibility)
+    # At debug: at info, a line per message would scroll past before the table it explains
+    # (--log-level debug, or the JSON output, has every message).
     for m in found.messages:
-        log.info(
+        log.debug(
             "dlq.message",
             task=m.task,
             task_id=m.task_id,
@@ -418,6 +420,8 @@ class RedriveResult:
     """Distinct messages the batch path received."""
     depth_at_start: int = 0
     """ApproximateNumberOfMessages of the DLQ when the run began."""
+    matched_ids: set[str] = field(default_factory=set)
+    """The ``ids`` asked for that some message carried (the rest named none here)."""
 
     @property
     def moved_total(self) -> int:
@@ -439,7 +443,7 @@ def _chunks(msgs: list[DlqMessage], max_entries: int) -> Iterator[list[DlqMessag
     chunk: list[DlqMessage] = []
     size = 0
     for m in msgs:
-        n = m.payload_bytes()
+        n = m.redrive_bytes()
         if chunk and (len(chunk) >= max_entries or size + n > SQS_BATCH_MAX_BYTES):
             yield chunk
             chunk, size = [], 0
@@ -617,9 +621,12 @@ def redrive(
             )
 
     def selected(m: DlqMessage) -> bool:
-        return task_matches(task, m.task) and (
+        ok = task_matches(task, m.task) and (
             not wanted_ids or m.message_id in wanted_ids or m.task_id in wanted_ids
         )
+        if ok and wanted_ids:
+            result.matched_ids.update(wanted_ids & {m.message_id, m.task_id})
+        return ok
 
     try:
         for batch in sweep.batches():
@@ -707,13 +714,15 @@ def _fail(result: RedriveResult, tier: str, m: DlqMessage, reason: str) -> None:
 def _send(
     client: Any, tier: str, url: str, chunk: list[DlqMessage], result: RedriveResult
 ) -> list[DlqMessage]:
-    """One SendMessageBatch of ``chunk`` to ``url``, bodies and attributes unchanged. Returns
+    """One SendMessageBatch of ``chunk`` to ``url``, bodies and attributes unchanged (one
+    added: :data:`~jobs.dlq_messages.FIRST_SENT`, when the message was first sent). Returns
     the messages SQS accepted intact; the others are recorded as failed."""
     entries = []
     for i, m in enumerate(chunk):
         entry: dict[str, Any] = {"Id": str(i), "MessageBody": m.body}
-        if m.message_attributes:
-            entry["MessageAttributes"] = m.send_attributes()
+        attrs = m.redrive_attributes()  # its own, plus when it was first sent
+        if attrs:
+            entry["MessageAttributes"] = attrs
         entries.append(entry)
     resp = call(client, "send_message_batch", QueueUrl=url, Entries=entries)
     accepted: list[DlqMessage] = []
@@ -798,6 +807,7 @@ def redrive_file(
         ):
             result.passed_over += 1
             continue
+        result.matched_ids.update(wanted_ids & {m.message_id, m.task_id})
         reason = _unroutable(m, queues)
         if reason is not None or m.route is None:
             result.skipped.append(Outcome(m.message_id, m.task, m.task_id, reason or "no route"))

@@ -11,9 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -25,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jobs import dlq as lib
+from jobs.cli_params import AwsRegion, Duration, EndpointURL, OneLineGroup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,12 +44,52 @@ class Target:
         return lib.dlq_url_from(self.dlq_url)
 
     def client(self) -> Any:
-        return lib.make_client(self.url, self.endpoint, self.region)
+        return _client_for(self.url, self.endpoint, self.region)
+
+
+def _client_for(queue_url: str, endpoint: str | None, region: str | None) -> Any:
+    """``lib.make_client``, with what botocore refuses while building the client (no region
+    anywhere) as a one-line error: its own message is a traceback, before any SQS call."""
+    import botocore.exceptions
+
+    try:
+        return lib.make_client(queue_url, endpoint, region)
+    except botocore.exceptions.NoRegionError:
+        raise lib.DlqError(
+            "no AWS region: set AWS_REGION or pass --region (`amply-jobs dlq inspect "
+            "--region eu-west-1`); it cannot be read from the URL "
+            f"{queue_url or '(none)'}"
+        ) from None
+
+
+def _target_options(fn: F) -> F:
+    """``--dlq-url``, ``--endpoint`` and ``--region`` after the command name too
+    (``amply-jobs dlq inspect --endpoint URL``), as ``status`` and ``provision`` take
+    ``--endpoint``; given there, they win over the group's and the environment's."""
+
+    @functools.wraps(fn)
+    def wrapper(target: Target, *args: Any, here_dlq_url: str | None = None,
+                here_endpoint: str | None = None, here_region: str | None = None,
+                **kwargs: Any) -> Any:  # fmt: skip
+        target = Target(here_dlq_url or target.dlq_url, here_endpoint or target.endpoint,
+                        here_region or target.region)  # fmt: skip
+        return fn(target, *args, **kwargs)
+
+    for decorator in (
+        click.option("--region", "here_region", type=AwsRegion(), help="AWS region."),
+        click.option("--endpoint", "here_endpoint", type=EndpointURL(),
+                     help="SQS endpoint off AWS (LocalStack, the emulator)."),
+        click.option("--dlq-url", "here_dlq_url", help="URL of the dead-letter queue."),
+    ):  # fmt: skip
+        wrapper = decorator(wrapper)
+    return wrapper  # type: ignore[return-value]
 
 
 def _console() -> Console:
-    # Wide enough for ids and times when stdout is not a terminal (pipes, CI, tests).
-    return Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+    # Wide enough for ids and times when stdout is not a terminal (pipes, CI, tests), unless
+    # COLUMNS says how wide the reader is.
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+    return Console(width=width, highlight=False)
 
 
 def _err(message: str) -> None:
@@ -97,7 +141,11 @@ def _event_logger(level: str) -> Any:
     )
 
 
-@click.group("dlq")
+class _DlqGroup(OneLineGroup):
+    error_prefix = "error: "
+
+
+@click.group("dlq", cls=_DlqGroup)
 @click.option(
     "--dlq-url", envvar="AMPLY_DLQ", show_envvar=True, help="URL of the dead-letter queue."
 )
@@ -105,9 +153,12 @@ def _event_logger(level: str) -> Any:
     "--endpoint",
     envvar="AMPLY_SQS_ENDPOINT",
     show_envvar=True,
+    type=EndpointURL(),
     help="SQS endpoint off AWS (LocalStack, the emulator).",
 )
-@click.option("--region", envvar="AWS_REGION", show_envvar=True, help="AWS region.")
+@click.option(
+    "--region", envvar="AWS_REGION", show_envvar=True, type=AwsRegion(), help="AWS region."
+)
 @click.option(
     "--log-level",
     default="info",
@@ -157,6 +208,7 @@ def _when(value: Any) -> str:
     help="Seconds each message is hidden while being read (released at the end).",
 )
 @click.pass_obj
+@_target_options
 @_operator_errors
 def inspect_cmd(target: Target, limit: int, as_json: bool, visibility: int) -> None:
     """Read without deleting; a table grouped by task."""
@@ -174,14 +226,15 @@ def inspect_cmd(target: Target, limit: int, as_json: bool, visibility: int) -> N
     if not found.messages:
         console.print("The DLQ is empty.")
         return
+    # At 80 columns the task name folds and the times wrap at their space; tier and count
+    # never shrink, and the ids, which an operator pastes into --id, go whole below the table.
     table = Table(title="Messages by task")
-    table.add_column("task", no_wrap=True)
-    table.add_column("tier")
-    table.add_column("count", justify="right")
-    table.add_column("oldest sent (UTC)", no_wrap=True)
-    table.add_column("newest sent (UTC)", no_wrap=True)
-    table.add_column("max receives", justify="right")
-    table.add_column("ids, oldest first (task id, else message id)")
+    table.add_column("task", overflow="fold", min_width=12, ratio=1)
+    table.add_column("tier", no_wrap=True, min_width=6)
+    table.add_column("count", justify="right", no_wrap=True, min_width=5)
+    table.add_column("oldest sent (UTC)", min_width=10)
+    table.add_column("newest sent (UTC)", min_width=10)
+    table.add_column("max receives", justify="right", min_width=8)
     for g in found.groups:
         table.add_row(
             Text(g.label),
@@ -190,14 +243,22 @@ def inspect_cmd(target: Target, limit: int, as_json: bool, visibility: int) -> N
             _when(g.oldest),
             _when(g.newest),
             str(g.max_receive_count or "-"),
-            Text("\n".join(g.sample_ids)),
         )
     console.print(table)
+    console.print("ids, oldest first (task id, else message id; for --id):")
+    for g in found.groups:
+        console.print(Text(f"  {g.label}"), soft_wrap=True)
+        for sample in g.sample_ids:
+            console.print(Text(f"    {sample}"), soft_wrap=True)
+        if g.count > len(g.sample_ids):
+            console.print(f"    ... and {g.count - len(g.sample_ids)} more (see --json)")
     odd = [m for m in found.messages if m.decoded.kind != "celery"]
     if odd:
         t = Table(title="Not Celery messages (will not be redriven)")
-        for col in ("message id", "sent (UTC)", "size", "preview (escaped)"):
-            t.add_column(col)
+        t.add_column("message id", no_wrap=True, min_width=36)
+        t.add_column("sent (UTC)", min_width=10)
+        t.add_column("size", justify="right", no_wrap=True)
+        t.add_column("preview (escaped)", overflow="fold", ratio=1)
         for m in odd[:50]:
             t.add_row(
                 m.message_id, _when(m.sent_at), str(m.payload_bytes()), Text(m.decoded.preview)
@@ -225,6 +286,7 @@ def inspect_cmd(target: Target, limit: int, as_json: bool, visibility: int) -> N
     help="Seconds each message is held while exporting (released at the end).",
 )
 @click.pass_obj
+@_target_options
 @_operator_errors
 def export_cmd(target: Target, out: str, delete: bool, limit: int | None, visibility: int) -> None:
     """Write every message (body verbatim, attributes) to JSON Lines."""
@@ -281,6 +343,7 @@ def export_cmd(target: Target, out: str, delete: bool, limit: int | None, visibi
 )
 @click.option("--json", "as_json", is_flag=True, help="The outcome as JSON on stdout.")
 @click.pass_obj
+@_target_options
 @_operator_errors
 def redrive_cmd(
     target: Target,
@@ -300,7 +363,7 @@ def redrive_cmd(
     if from_file is not None:
         if max_messages is not None or method != "auto":
             raise lib.DlqError("--from-file sends the whole file: it takes no --max or --method")
-        client = lib.make_client(next(iter(tiers.values()), ""), target.endpoint, target.region)
+        client = _client_for(next(iter(tiers.values()), ""), target.endpoint, target.region)
     else:
         client = target.client()
         lib.depth(client, target.url)  # a wrong queue or key fails here, before the bar
@@ -366,7 +429,14 @@ def redrive_cmd(
         )
     else:
         _print_redrive(res)
-    if res.failed:
+    missing = [i for i in ids if i not in res.matched_ids]
+    if missing:
+        where = f"in {from_file}" if from_file is not None else "in the DLQ"
+        _err(
+            f"no message {where} has the id {', '.join(missing)} (task id or SQS message id): "
+            "check it with `amply-jobs dlq inspect` (nothing was sent for it)"
+        )
+    if res.failed or missing:
         sys.exit(1)
 
 
@@ -383,8 +453,11 @@ def _print_redrive(res: lib.RedriveResult) -> None:
         )
         return
     verb = "would move" if res.dry_run else "moved"
+    left = "left in the DLQ"
     if res.method == "file":
         verb = "would send" if res.dry_run else "sent (the file is unchanged)"
+        # A file's messages may have been purged: they are in the file only, not in the DLQ.
+        left = "not sent; still in the file"
     if res.read < res.depth_at_start:
         out.print(
             f"Read {res.read} of ~{res.depth_at_start} messages (the rest arrived late, "
@@ -393,9 +466,9 @@ def _print_redrive(res: lib.RedriveResult) -> None:
     per = ", ".join(f"{t} {n}" for t, n in sorted(res.moved.items())) or "none"
     out.print(
         f"{verb} {sum(res.moved.values())} ({per}); skipped {len(res.skipped)} "
-        f"(left in the DLQ); failed {len(res.failed)}; not selected {res.passed_over}"
+        f"({left}); failed {len(res.failed)}; not selected {res.passed_over}"
     )
-    for title, rows in (("Skipped (left in the DLQ)", res.skipped), ("Failed", res.failed)):
+    for title, rows in ((f"Skipped ({left})", res.skipped), ("Failed", res.failed)):
         if rows:
             t = Table(title=title)
             for col in ("message id", "task", "task id", "reason"):
@@ -409,7 +482,11 @@ def _print_redrive(res: lib.RedriveResult) -> None:
 
 @dlq.command("purge")
 @click.option(
-    "--older-than", "older_than", required=True, help="Age by SentTimestamp: 90m, 2h, 7d."
+    "--older-than",
+    "older_than",
+    required=True,
+    type=Duration(),
+    help="Age by SentTimestamp: 90m, 2h, 7d.",
 )
 @click.option("--task", help="Only this task name (an fnmatch glob works).")
 @click.option(
@@ -421,16 +498,34 @@ def _print_redrive(res: lib.RedriveResult) -> None:
 )
 @click.option("--yes", is_flag=True, help="Confirm: this deletes messages.")
 @click.pass_obj
+@_target_options
 @_operator_errors
 def purge_cmd(target: Target, older_than: str, task: str | None, out_dir: str, yes: bool) -> None:
     """Delete old messages, each exported to a timestamped file first."""
     age = lib.parse_duration(older_than)
     if not yes:
+        # Say how many would go: a read (each message hidden 5 s, then handed back).
+        found = lib.scan(target.client(), target.url, visibility=5)
+        cutoff = datetime.now(UTC) - age
+        would = sum(1 for m in found.messages
+                    if m.sent_at is not None and m.sent_at < cutoff
+                    and lib.task_matches(task, m.task))  # fmt: skip
+        of_task = f" of task {task}" if task else ""
         raise lib.DlqError(
-            "purge deletes messages: add --yes to go on (they are exported to "
-            "a file first); look first with `amply-jobs dlq inspect`"
+            f"purge would delete {would} of the {len(found.messages)} messages read "
+            f"(sent more than {older_than} ago{of_task}): add --yes to go on (they are "
+            "exported to a file first); look first with `amply-jobs dlq inspect`"
         )
     res = lib.purge(target.client(), target.url, older_than=age, out_dir=out_dir, task=task)
+    if res.written == 0:
+        # Nothing matched: an empty export file would only be a false trail for the undo.
+        Path(res.path).unlink(missing_ok=True)
+        click.echo(
+            f"nothing to purge: no message older than {older_than}"
+            + (f" of task {task}" if task else "")
+            + f"; {res.passed_over} kept; no export written"
+        )
+        return
     click.echo(
         f"purged {res.deleted} messages older than {older_than}; exported to "
         f"{res.path} (synced); {res.passed_over} newer or other messages kept"

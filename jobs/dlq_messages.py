@@ -139,6 +139,15 @@ def _ms_time(value: str | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
+FIRST_SENT = "amply.first-sent"
+"""Message attribute a redrive adds (Number, epoch ms): the message's first SentTimestamp. A
+message sent back is a new message to SQS, with a new SentTimestamp; without this, "sent" and
+``purge --older-than`` would count from the redrive, not from the first enqueue."""
+SQS_MESSAGE_MAX_BYTES = 262_144
+"""Body plus attributes of one message, as LocalStack and the moto server still limit it."""
+_MAX_ATTRIBUTES = 10
+
+
 @dataclass(frozen=True)
 class DlqMessage:
     """One received DLQ message, as SQS returned it, and what its body decodes to."""
@@ -198,7 +207,9 @@ class DlqMessage:
 
     @property
     def sent_at(self) -> datetime | None:
-        return _ms_time(self.attributes.get("SentTimestamp"))
+        """When it was first enqueued: the redrive's record of it, else SQS's SentTimestamp."""
+        first = self.message_attributes.get(FIRST_SENT, {}).get("StringValue")
+        return _ms_time(first) or _ms_time(self.attributes.get("SentTimestamp"))
 
     @property
     def first_received_at(self) -> datetime | None:
@@ -219,6 +230,28 @@ class DlqMessage:
         """Message attributes in the shape SendMessage takes (values unchanged)."""
         keep = ("DataType", "StringValue", "BinaryValue")
         return {k: {f: v[f] for f in keep if f in v} for k, v in self.message_attributes.items()}
+
+    def redrive_attributes(self) -> dict[str, dict[str, Any]]:
+        """The attributes a redrive sends: the message's own, unchanged, plus
+        :data:`FIRST_SENT` when it has none yet and it fits (SQS takes 10 attributes and
+        256 KiB; a message at a limit goes back without it)."""
+        attrs = self.send_attributes()
+        sent = self.attributes.get("SentTimestamp")
+        if FIRST_SENT in attrs or not sent or len(attrs) >= _MAX_ATTRIBUTES:
+            return attrs
+        if self.payload_bytes() + len(FIRST_SENT) + len("Number") + len(sent) > (
+            SQS_MESSAGE_MAX_BYTES
+        ):
+            return attrs
+        return {**attrs, FIRST_SENT: {"DataType": "Number", "StringValue": sent}}
+
+    def redrive_bytes(self) -> int:
+        """:meth:`payload_bytes` with the attribute a redrive adds."""
+        extra = set(self.redrive_attributes()) - set(self.message_attributes)
+        return self.payload_bytes() + sum(
+            len(FIRST_SENT) + len("Number") + len(self.attributes.get("SentTimestamp", ""))
+            for _ in extra
+        )
 
     def payload_bytes(self) -> int:
         """Size as SQS counts it against its limits: body plus attribute names, types, values."""

@@ -59,6 +59,24 @@ _EXPONENTS: dict[str, int] = {
 }
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
+# ISO 4217 List One (maintained by SIX Group for ISO: https://www.six-group.com/en/products-
+# services/financial-information/data-standards.html), copied by hand with its 2024-2025
+# amendments (ZWG and XCG added; HRK, SLL and ZWL withdrawn; ANG kept while it is phased
+# out): every active currency and fund code, less XTS (reserved for testing) and XXX (no
+# currency), in which no donation is made. Neither babel nor pycountry is a dependency of the
+# worker image, so the list lives here; a code ISO adds must be added here (the error names
+# this constant).
+_ISO_4217_LIST_ONE = """
+AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN
+BWP BYN BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN
+ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD
+JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT
+MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG
+QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT
+TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED VES VND VUV WST XAF XAG XAU XBA
+XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XUA YER ZAR ZMW ZWG
+"""
+ISO_4217: frozenset[str] = frozenset(_ISO_4217_LIST_ONE.split())
 # Org ids become part of Redis keys: no spaces, no colons, bounded.
 _ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _DONATION_ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
@@ -269,6 +287,11 @@ def make_event(
     check_org_id(org_id)
     if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
         raise DonationError(f"currency {currency!r} is not an ISO 4217 code such as 'EUR'")
+    if currency not in ISO_4217:
+        raise DonationError(
+            f"currency {currency!r} is not an active ISO 4217 code (jobs.donations.ISO_4217): "
+            "use one such as 'EUR' or 'USD'"
+        )
     if donated_at is None:
         donated_at = datetime.now(UTC)
     if not isinstance(donated_at, datetime) or donated_at.tzinfo is None:

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from jobs.checkpoints import LedgerCorrupt, checkpoint_summary, verify_chain
 from jobs.data_redis_cli import data_client, fail, redis_url_option
-from jobs.donations import DonationError
+from jobs.donations import DonationError, org_index_key
 from jobs.reports import BadMonth, LedgerInconsistent, report_summary
 
 
@@ -107,3 +107,10 @@ def report(redis_url: str | None, org_id: str, month: str | None) -> None:
         click.echo(f"amply-jobs ledger: {exc}", err=True)
         sys.exit(1)
     click.echo(json.dumps(summary, sort_keys=True))
+    if summary["donations"] == 0:
+        # An empty report is a valid one (a quiet month), but an org id with no donation ever
+        # is more likely a typo: say which, on stderr (stdout stays the JSON).
+        ever = _client(redis_url).exists(org_index_key(org_id))
+        why = (f"org {org_id} has no donation in {summary['month']}" if ever else
+               f"org {org_id} has no donation recorded at all (is the org id right?)")  # fmt: skip
+        click.echo(f"amply-jobs ledger: note: {why}; the stored report is empty", err=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sys
 import uuid
@@ -36,9 +37,16 @@ def _client(url: str | None) -> redis.Redis:
     return data_client("webhooks", url)
 
 
+# New endpoint ids: they go into Redis keys, logs and the task's arguments (the org id's rule).
+_ENDPOINT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
 def _check_url(url: str, local: bool) -> None:
     """The rules that do not depend on DNS; a host name is vetted at every delivery, since
     what it resolves to can change."""
+    if "://" not in url:
+        _fail(f"URL {url!r} has no scheme: give the whole URL, like "
+              "https://hooks.partner.example/amply")  # fmt: skip
     try:
         _, host, _, _ = parse_url(url, local=local)
         literal = literal_address(host)
@@ -69,6 +77,9 @@ def webhooks() -> None:
 def add(redis_url: str | None, endpoint_id: str, url: str, local: bool, inactive: bool,
         secret_env: str | None) -> None:  # fmt: skip
     """Create or replace ENDPOINT_ID, delivering to URL."""
+    if not _ENDPOINT_ID.fullmatch(endpoint_id):
+        _fail(f"endpoint id {endpoint_id!r} is invalid: 1-128 letters, digits, '_', '.' or '-', "
+              "starting with a letter or digit (e.g. partner-acme)")  # fmt: skip
     _check_url(url, local)
     if secret_env is not None:
         secret = os.environ.get(secret_env, "")

@@ -197,14 +197,14 @@ class Demo:
             out |= {m.decode() for m in self.data.smembers(worker_hooks.done_key(tier))}
         return out
 
-    def progress_line(self, snap: Snapshot) -> str:
+    def progress_line(self, snap: Snapshot, hint: str = "Ctrl-C stops") -> str:
         done = self._done()
         dead = snap.dlq.visible + snap.dlq.in_flight > self.dlq_baseline
         good, _distinct, bad = self.receiver.counts()
         return (
             f"demo: {len(done & self.sent.keys())}/{len(self.sent)} tasks done; webhooks "
             f"received {good} ({bad} refused); poison: "
-            f"{'in the DLQ' if dead else 'not yet dead-lettered'}; Ctrl-C stops"
+            f"{'in the DLQ' if dead else 'not yet dead-lettered'}" + (f"; {hint}" if hint else "")
         )
 
     def finished(self, snap: Snapshot) -> bool:

@@ -34,11 +34,13 @@ from rich.markup import escape
 from rich.text import Text
 
 from infra.settings import SettingsError, StackSettings, load_stack
+from jobs.cli_params import region_problem, settings_line
 from jobs.local import worker_hooks
 from jobs.local.clients import client, endpoint_env
 from jobs.local.emulator import EndpointUnreachable, ThreadedEmulator, port_in_use, wait_for_sqs
 from jobs.local.provision import Provisioned, provision
 from jobs.local.redis_server import RedisServer, redis_binary
+from jobs.local.shell import contract_env, export_lines
 from jobs.local.status import Snapshot, queue_table, snapshot
 from jobs.local.worker_procs import WorkerProcess
 
@@ -120,7 +122,11 @@ def _check(options: DevOptions) -> StackSettings:
     try:
         settings = load_stack(options.stack, options.stack_dir)
     except SettingsError as exc:
-        raise DevError(exc.one_line()) from None
+        raise DevError(settings_line(exc)) from None
+    problem = region_problem(settings.region)
+    if problem is not None:
+        raise DevError(f"aws:region of stack {options.stack}: {problem} (fix it in "
+                       f"Pulumi.{options.stack}.yaml)")  # fmt: skip
     if not settings.worker_groups:
         raise DevError(f"stack {options.stack} has no workerGroups: add at least one to "
                        f"Pulumi.{options.stack}.yaml")  # fmt: skip
@@ -273,13 +279,27 @@ def _ignore_stop_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _log_dir(given: Path | None) -> Path:
+    """The workers' log directory, made and proven writable before anything starts."""
+    if given is None:
+        return Path(tempfile.mkdtemp(prefix="amply-dev-"))
+    try:
+        given.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=given):
+            pass
+    except OSError as exc:
+        raise DevError(f"--log-dir {given}: cannot write there ({exc.strerror or exc}): "
+                       "give a directory you can write to, or leave --log-dir out for a "
+                       "new temporary one") from None  # fmt: skip
+    return given
+
+
 def run(options: DevOptions, console: Console) -> int:
     """Run the local stack; the exit code (0 ok, 1 the workload failed, 130 interrupted).
     Raises DevError for bad input, before anything is started."""
     settings = _check(options)
     effective = demo_settings(settings, options.demo_visibility) if options.demo else settings
-    log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix="amply-dev-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = _log_dir(options.log_dir)
 
     running = _Running()
     previous = signal.getsignal(signal.SIGINT)
@@ -319,9 +339,9 @@ def _run(options: DevOptions, settings: StackSettings, effective: StackSettings,
     else:
         console.print(f"SQS: {endpoint}")
     rds = _start_redis(options, stack)
-    if rds.server is not None:
-        console.print(f"Redis: private redis-server on {rds.server.url}")
-    data = redis.Redis.from_url(rds.data_url)
+    console.print(_redis_line(rds))
+    # Timeouts: a paused Redis must not freeze the view (see _watch), only blank its counts.
+    data = redis.Redis.from_url(rds.data_url, socket_timeout=3, socket_connect_timeout=3)
     # Only the dev view's own keys: the workers' readiness and counts of an earlier run.
     for key in data.scan_iter(worker_hooks.PREFIX + "*"):
         data.delete(key)
@@ -371,7 +391,7 @@ def _run(options: DevOptions, settings: StackSettings, effective: StackSettings,
         console.print(f"[bold red]{escape(str(exc))}[/]")
         return 1
     console.print("workers ready")
-    console.print(f"AMPLY_QUEUES={prov.amply_queues()}", soft_wrap=True)
+    _print_shell(effective, prov, endpoint, rds, log_dir, console)
 
     if demo is not None:
         os.environ.update({k: v for k, v in env.items() if k.startswith(("AMPLY_", "AWS_"))})
@@ -381,6 +401,42 @@ def _run(options: DevOptions, settings: StackSettings, effective: StackSettings,
         demo.enqueue(console)
 
     return _watch(options, effective, sqs, prov, data, workers, demo, console)
+
+
+def _redis_line(rds: _Redis) -> str:
+    """Where the tasks' data and the results are, each said as it is: a private server only
+    for what was not given."""
+    own = rds.server.url.rsplit("/", 1)[0] if rds.server is not None else None
+
+    def where(url: str | None, variable: str) -> str:
+        if url is None:
+            return "none"
+        if own is not None and url.startswith(own + "/"):
+            return f"{url} (private redis-server)"
+        return f"{url} (${variable})"
+
+    return (f"Redis: tasks' data on {where(rds.data_url, 'AMPLY_REDIS_URL')}; results on "
+            f"{where(rds.result_url, 'AMPLY_RESULT_BACKEND')}")  # fmt: skip
+
+
+def _print_shell(settings: StackSettings, prov: Provisioned, endpoint: str, rds: _Redis,
+                 log_dir: Path, console: Console) -> None:  # fmt: skip
+    """The contract as export lines, printed and written to ``log_dir/env.sh``: another shell
+    that sources it is a producer (``.delay()``) and an operator (``amply-jobs dlq``,
+    ``status``) of this stack, dummy credentials for the emulator included."""
+    lines = export_lines(contract_env(settings, prov, endpoint, redis_url=rds.data_url,
+                                      result_url=rds.result_url))  # fmt: skip
+    env_file = log_dir / "env.sh"
+    env_file.write_text("\n".join(lines) + "\n")
+    console.print(f"shell: `. {env_file}` in another terminal sets these:", highlight=False)
+    for line in lines:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def _safe_url(client: redis.Redis) -> str:
+    """The client's server, without a password."""
+    kw = client.connection_pool.connection_kwargs
+    return f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
 
 
 def _quiet_logs(stack: str) -> None:
@@ -399,22 +455,49 @@ def _watch(options: DevOptions, settings: StackSettings, sqs: Any, prov: Provisi
     def done_counts() -> dict[str, int]:
         return {t.name: int(data.scard(worker_hooks.done_key(t.name))) for t in settings.tiers}
 
+    # The data Redis may stop (a developer's own, or paused): the stack stays up, the view
+    # says so and shows the SQS counters alone, and picks the counts up when it is back. The
+    # workers retry on their own (each task's Redis call fails and is retried).
+    redis_down: list[str] = []  # the error while it does not answer; empty when it does
+
+    def redis_state(error: str | None) -> None:
+        if error is not None and not redis_down:
+            console.print(f"[bold yellow]Redis {escape(_safe_url(data))} does not answer "
+                          f"({escape(error)}): the view shows no done counts until it is back; "
+                          "the stack stays up[/]")  # fmt: skip
+        elif error is None and redis_down:
+            console.print(f"Redis {escape(_safe_url(data))} answers again")
+        redis_down[:] = [error] if error is not None else []
+
     def view(snap: Snapshot) -> Any:
         elapsed = time.monotonic() - started
         parts: list[Any] = [queue_table(snap, f"stack {settings.stack}: queues ({elapsed:.0f}s)")]
-        if demo is not None:
-            parts.append(Text(demo.progress_line(snap)))
+        if redis_down:
+            parts.append(Text(f"Redis unavailable ({redis_down[0]}); Ctrl-C stops"))
+        elif demo is not None:
+            parts.append(Text(demo.progress_line(snap, "" if options.exit_when_done
+                                                 else "Ctrl-C stops")))  # fmt: skip
+        elif options.exit_when_done:
+            parts.append(Text("exits when every queue is empty"))
         else:
             parts.append(Text("Ctrl-C stops everything"))
         return Group(*parts)
 
     def take() -> Snapshot:
         age = demo.oldest_age if demo is not None else None
-        return snapshot(settings, sqs, prov.queues, prov.dlq_url, oldest_age=age,
-                        done=done_counts())  # fmt: skip
+        try:
+            snap = snapshot(settings, sqs, prov.queues, prov.dlq_url, oldest_age=age,
+                            done=done_counts())  # fmt: skip
+            if demo is not None:
+                demo.progress_line(snap)  # it reads Redis too: fail here, not in the view
+        except redis.RedisError as exc:
+            redis_state(" ".join(str(exc).split()) or type(exc).__name__)
+            return snapshot(settings, sqs, prov.queues, prov.dlq_url)
+        redis_state(None)
+        return snap
 
     snap = take()
-    finished = False
+    finished = timed_out = False
     with Live(view(snap), console=console, auto_refresh=False, transient=False) as live:
         while True:
             dead = workers.dead()
@@ -422,18 +505,30 @@ def _watch(options: DevOptions, settings: StackSettings, sqs: Any, prov: Provisi
                 console.print(f"[bold red]worker {dead.group.name} exited (code "
                               f"{dead.exited()}): {escape(dead.log_tail())}[/]")  # fmt: skip
                 break
-            if options.exit_when_done:
-                finished = demo.finished(snap) if demo is not None else snap.backlog() == 0
+            if options.exit_when_done and not redis_down:
+                try:
+                    finished = demo.finished(snap) if demo is not None else snap.backlog() == 0
+                except redis.RedisError as exc:
+                    redis_state(" ".join(str(exc).split()) or type(exc).__name__)
+                    finished = False
                 if finished:
                     break
                 if time.monotonic() - started > options.timeout:
-                    console.print(f"[bold red]not done within {options.timeout:g}s[/]")
+                    timed_out = True
                     break
             time.sleep(options.refresh)
             snap = take()
             live.update(view(snap), refresh=True)
     console.print()
-    if demo is None:
-        return 0 if finished else 1
-    ok = demo.summarize(snap, sqs, prov.dlq_url, console)
+    try:
+        ok = True if demo is None else demo.summarize(snap, sqs, prov.dlq_url, console)
+    except redis.RedisError as exc:
+        console.print(f"[bold red]FAILED: no summary, Redis {escape(_safe_url(data))} does "
+                      f"not answer ({escape(str(exc))})[/]")  # fmt: skip
+        ok = False
+    if timed_out:
+        # Said last, so that a FAILED above is not taken for a task's fault alone.
+        console.print(f"[bold red]time ran out: the workload did not finish within --timeout "
+                      f"{options.timeout:g}s (raise --timeout, or see the worker logs in "
+                      f"{workers.procs[0].log_path.parent})[/]")  # fmt: skip
     return 0 if ok and finished else 1

@@ -24,13 +24,16 @@ TAG = "tag:"
 class QueueChange:
     name: str
     url: str
-    action: str  # "created" | "updated" | "unchanged"
+    action: str  # "created" | "updated" | "unchanged"; with apply=False "would create" | ...
     drift: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     """Attribute (or ``tag:KEY``) -> (was, wanted); wanted None: a tag the stack does not set,
     removed."""
     unsupported: tuple[str, ...] = ()
     """Attributes (or ``tag:KEY``) the endpoint does not keep (the moto server drops
     RedriveAllowPolicy)."""
+    messages: int = 0
+    """Messages the queue held when it was read (visible, in flight, delayed): a sign that
+    something (a running ``amply-jobs dev``, workers) is using it."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,11 @@ class Provisioned:
     @property
     def changed(self) -> bool:
         return any(c.action != "unchanged" for c in self.changes)
+
+    @property
+    def in_use(self) -> int:
+        """Messages held by the stack's existing queues when they were read."""
+        return sum(c.messages for c in self.changes)
 
     def amply_queues(self) -> str:
         return json.dumps(self.queues, separators=(",", ":"))
@@ -77,17 +85,27 @@ def _tag_drift(
     return drift
 
 
+_COUNTS = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+
+
 def _ensure(
-    client: Any, name: str, attributes: dict[str, str], tags: dict[str, str]
+    client: Any, name: str, attributes: dict[str, str], tags: dict[str, str], apply: bool = True
 ) -> QueueChange:
     try:
         url = client.get_queue_url(QueueName=name)["QueueUrl"]
         created = False
     except client.exceptions.QueueDoesNotExist:
+        if not apply:
+            return QueueChange(name, "", "would create")
         url = client.create_queue(QueueName=name, Attributes=attributes, tags=tags)["QueueUrl"]
         created = True
     # Checked after a create too: some emulators ignore attributes they do not know at create time.
     current = _attributes(client, url)
+    messages = sum(int(current.get(k, 0) or 0) for k in _COUNTS)
     # The policy names the queue's own ARN, known only once the queue exists (in the Pulumi
     # program too: a QueuePolicy on the queue's arn output).
     wanted = {**attributes, "Policy": json.dumps(tls_only_policy(current["QueueArn"]))}
@@ -95,6 +113,15 @@ def _ensure(
         k: (current.get(k), v) for k, v in wanted.items() if not _same(k, current.get(k), v)
     }
     after = current
+    if drift and not apply:
+        # Read-only: an attribute the endpoint does not return at all is taken as one it does
+        # not keep (the moto server and RedriveAllowPolicy), as a write would show.
+        unsupported = [k for k in wanted if k not in current]
+        drift = {k: v for k, v in drift.items() if k not in unsupported}
+        tag_drift = _tag_drift(client, url, tags)
+        drift.update({TAG + k: v for k, v in tag_drift.items()})
+        return QueueChange(name, url, "would update" if drift else "unchanged", drift,
+                           tuple(sorted(unsupported)), messages)  # fmt: skip
     if drift:
         # The Policy goes with every change: the moto server clears a queue's Policy on any
         # SetQueueAttributes that does not name it (moto/sqs/models.py, Queue._set_attributes),
@@ -107,7 +134,7 @@ def _ensure(
     unsupported = [k for k in wanted if k not in after]
 
     tag_drift = _tag_drift(client, url, tags)
-    if tag_drift:
+    if tag_drift and apply:
         put = {k: v for k, (_, v) in tag_drift.items() if v is not None}
         if put:
             client.tag_queue(QueueUrl=url, Tags=put)
@@ -121,8 +148,11 @@ def _ensure(
 
     if created:
         return QueueChange(name, url, "created", unsupported=tuple(sorted(unsupported)))
+    if not apply:
+        return QueueChange(name, url, "would update" if drift else "unchanged", drift,
+                           tuple(sorted(unsupported)), messages)  # fmt: skip
     action = "updated" if drift else "unchanged"
-    return QueueChange(name, url, action, drift, tuple(sorted(unsupported)))
+    return QueueChange(name, url, action, drift, tuple(sorted(unsupported)), messages)
 
 
 def queue_arn(client: Any, url: str) -> str:
@@ -130,15 +160,25 @@ def queue_arn(client: Any, url: str) -> str:
     return str(attrs["Attributes"]["QueueArn"])
 
 
-def provision(settings: StackSettings, client: Any) -> Provisioned:
+def _arn(client: Any, url: str, settings: StackSettings, name: str) -> str:
+    # A queue that a read-only run would create has no ARN yet: the one it would get, as far
+    # as the comparison of redrive policies goes (their queues are missing or drift anyway).
+    if not url:
+        return f"arn:aws:sqs:{settings.region}:000000000000:{name}"
+    return queue_arn(client, url)
+
+
+def provision(settings: StackSettings, client: Any, *, apply: bool = True) -> Provisioned:
     """Create or correct the DLQ, then every tier with its redrive policy, then the DLQ's
-    allow policy (which needs the tiers' ARNs); every queue with its TLS-only policy and tags."""
+    allow policy (which needs the tiers' ARNs); every queue with its TLS-only policy and tags.
+
+    With ``apply=False``, read only: what would be created or changed, and nothing is."""
     dlq_name = settings.dlq_name
     # First pass on the DLQ without the allow policy: the tiers' ARNs are not known yet.
     base_dlq = dlq_attributes(settings.dlq, [])
     base_dlq.pop("RedriveAllowPolicy")
-    dlq_first = _ensure(client, dlq_name, base_dlq, dlq_tags(settings))
-    dlq_arn = queue_arn(client, dlq_first.url)
+    dlq_first = _ensure(client, dlq_name, base_dlq, dlq_tags(settings), apply)
+    dlq_arn = _arn(client, dlq_first.url, settings, dlq_name)
 
     changes: list[QueueChange] = []
     queues: dict[str, str] = {}
@@ -149,20 +189,28 @@ def provision(settings: StackSettings, client: Any) -> Provisioned:
             settings.queue_name(tier),
             tier_attributes(tier, dlq_arn),
             tier_tags(settings, tier),
+            apply,
         )
         changes.append(change)
         queues[tier.name] = change.url
-        arns.append(queue_arn(client, change.url))
+        arns.append(_arn(client, change.url, settings, settings.queue_name(tier)))
 
-    dlq_final = _ensure(client, dlq_name, dlq_attributes(settings.dlq, arns), dlq_tags(settings))
-    if dlq_first.action == "created":
-        dlq_change = QueueChange(dlq_name, dlq_first.url, "created")
-    elif dlq_first.action == "updated" or dlq_final.action == "updated":
-        dlq_change = QueueChange(dlq_name, dlq_first.url, "updated",
-                                 {**dlq_first.drift, **dlq_final.drift})  # fmt: skip
+    if dlq_first.action == "would create":
+        dlq_final = dlq_first
+    else:
+        dlq_final = _ensure(client, dlq_name, dlq_attributes(settings.dlq, arns),
+                            dlq_tags(settings), apply)  # fmt: skip
+    if dlq_first.action in ("created", "would create"):
+        dlq_change = QueueChange(dlq_name, dlq_first.url, dlq_first.action)
+    elif dlq_first.action != "unchanged" or dlq_final.action != "unchanged":
+        dlq_change = QueueChange(dlq_name, dlq_first.url, dlq_final.action
+                                 if dlq_final.action != "unchanged" else dlq_first.action,
+                                 {**dlq_first.drift, **dlq_final.drift},
+                                 messages=dlq_first.messages)  # fmt: skip
     else:
         dlq_change = dlq_final
     if dlq_final.unsupported:
         dlq_change = QueueChange(dlq_change.name, dlq_change.url, dlq_change.action,
-                                 dlq_change.drift, dlq_final.unsupported)  # fmt: skip
+                                 dlq_change.drift, dlq_final.unsupported,
+                                 dlq_change.messages)  # fmt: skip
     return Provisioned(queues=queues, dlq_url=dlq_first.url, changes=(dlq_change, *changes))

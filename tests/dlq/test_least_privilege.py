@@ -57,7 +57,7 @@ def test_every_command_works_with_the_operator_policy(
         dead_letter(admin, url, enforced.dlq_url, 0)
     operator = enforced.contract("dlq-operator")
 
-    r = cli(operator, "inspect", "--json")
+    r = cli(operator, "--log-level", "debug", "inspect", "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["scanned"] == 4
     assert r.stderr.count('"event": "dlq.message"') == 4  # the logs are seen, so is a refusal

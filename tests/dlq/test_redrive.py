@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 
 from jobs import dlq as lib
 from jobs.dlq_cli import dlq
-from jobs.dlq_messages import DlqMessage
+from jobs.dlq_messages import FIRST_SENT, DlqMessage
 from tests.dlq.conftest import Filled
 from tests.dlq.messages import (
     REPORT,
@@ -47,12 +48,18 @@ def run(filled: Filled, *args: str) -> Any:
     return CliRunner().invoke(dlq, list(args), env=filled.env())
 
 
-def contents(sqs: Any, url: str) -> Counter[tuple[str, str]]:
-    """Bodies and message attributes now in a queue (a multiset)."""
-    return Counter(
-        (m["Body"], json.dumps(m.get("MessageAttributes", {}), sort_keys=True, default=repr))
-        for m in drain(sqs, url)
-    )
+def contents(sqs: Any, url: str, redriven: bool = True) -> Counter[tuple[str, str]]:
+    """Bodies and message attributes now in a queue (a multiset), less the one a redrive
+    adds (when the message was first sent), which must be on every redriven message."""
+    out: Counter[tuple[str, str]] = Counter()
+    for m in drain(sqs, url):
+        attrs = dict(m.get("MessageAttributes", {}))
+        first = attrs.pop(FIRST_SENT, None)
+        assert (first is not None) == redriven, m
+        if first is not None:
+            assert first["DataType"] == "Number" and int(first["StringValue"]) > 0, m
+        out[(m["Body"], json.dumps(attrs, sort_keys=True, default=repr))] += 1
+    return out
 
 
 def expected(filled: Filled, tier: str | None) -> Counter[tuple[str, str]]:
@@ -84,7 +91,7 @@ def test_redrive_sends_each_celery_message_to_its_tier(filled: Filled, sqs: Any)
     # Every Celery message in its tier, byte for byte with its attributes; the rest stay.
     for tier, url in stack.queues.items():
         assert contents(sqs, url) == expected(filled, tier), tier
-    left = contents(sqs, stack.dlq_url)
+    left = contents(sqs, stack.dlq_url, redriven=False)
     assert left == expected(filled, None)
     assert sum(doc["moved"].values()) + sum(left.values()) == len(filled.sent)
 
@@ -99,7 +106,7 @@ def test_dry_run_changes_nothing(filled: Filled, sqs: Any) -> None:
     for url in filled.stack.queues.values():
         assert approx(sqs, url) == {"visible": 0, "in_flight": 0}
     assert approx(sqs, filled.stack.dlq_url) == {"visible": 17, "in_flight": 0}
-    assert contents(sqs, filled.stack.dlq_url) == Counter(
+    assert contents(sqs, filled.stack.dlq_url, redriven=False) == Counter(
         (s.body, json.dumps(s.attributes, sort_keys=True, default=repr)) for s in filled.sent
     )
 
@@ -188,8 +195,8 @@ def test_native_move_on_localstack(fill: Callable[..., Filled], sqs: Any) -> Non
     doc = json.loads(r.stdout)
     assert doc["method"] == "native" and doc["native_moved"] == len(filled.sent) == 11
     assert approx(sqs, filled.stack.dlq_url) == {"visible": 0, "in_flight": 0}
-    for tier, url in filled.stack.queues.items():
-        assert contents(sqs, url) == expected(filled, tier), tier
+    for tier, url in filled.stack.queues.items():  # the move task adds no attribute
+        assert contents(sqs, url, redriven=False) == expected(filled, tier), tier
 
 
 @pytest.mark.localstack
@@ -203,7 +210,7 @@ def test_forced_native_move_returns_everything_to_its_source(filled: Filled, sqs
         want = expected(filled, tier)
         if tier == "celery":  # the non-Celery and unknown-task messages came from there
             want += expected(filled, None)
-        assert contents(sqs, url) == want, tier
+        assert contents(sqs, url, redriven=False) == want, tier
 
 
 @pytest.mark.localstack
@@ -256,3 +263,21 @@ def test_only_messages_dead_lettered_from_their_tier_suit_the_move_task(
     for source in (None, high, other_account):
         assert not lib._from_its_tier(_dead(report.body, source), dlq_arn, stack.queues), source
     assert not lib._from_its_tier(_dead("not celery", low), dlq_arn, stack.queues)
+
+
+def test_a_redriven_message_keeps_its_first_sent_time(filled: Filled, sqs: Any) -> None:
+    """Sent back, a message is new to SQS (a new SentTimestamp); dead-lettered again, inspect
+    shows and purge --older-than counts from its first enqueue, not from the redrive."""
+    stack = filled.stack
+    first = json.loads(run(filled, "inspect", "--json").stdout)["messages"]
+    sent_first = {m["task_id"]: m["sent_at"] for m in first if m["task"] == WEBHOOK}
+    time.sleep(0.05)  # the redrive's sends get a later SentTimestamp, to the millisecond
+    assert run(filled, "redrive", "--task", WEBHOOK).exit_code == 0
+    dead_letter(sqs, stack.queues["high"], stack.dlq_url, len(filled.sent))
+    again = json.loads(run(filled, "inspect", "--json").stdout)["messages"]
+    sent_again = {m["task_id"]: m["sent_at"] for m in again if m["task"] == WEBHOOK}
+    assert sent_again == sent_first
+    raw = [m for m in drain(sqs, stack.dlq_url) if FIRST_SENT in m.get("MessageAttributes", {})]
+    assert len(raw) == 3
+    assert all(m["Attributes"]["SentTimestamp"] != m["MessageAttributes"][FIRST_SENT]["StringValue"]
+               for m in raw)  # fmt: skip

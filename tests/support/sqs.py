@@ -80,7 +80,7 @@ class Stack:
         return self.provisioned.dlq_url
 
     def env(self, **extra: str) -> dict[str, str]:
-        """The infra/runtime contract (DESIGN.md) for these queues."""
+        """The infra/runtime contract (docs/contract.md) for these queues."""
         return {
             **FAKE_CREDENTIALS,
             "AMPLY_QUEUES": json.dumps(self.queues),

@@ -170,6 +170,8 @@ def test_concurrent_retries_of_one_donation_record_it_once(redis_client: redis.R
     ("kwargs", "says"),
     [
         ({"currency": "eur"}, "ISO 4217"),
+        ({"currency": "XYZ"}, "'XYZ' is not an active ISO 4217 code"),
+        ({"currency": "XTS"}, "'XTS' is not an active ISO 4217 code"),
         ({"org_id": "org 1"}, "org_id"),
         ({"org_id": "a:b"}, "org_id"),
         ({"donated_at": datetime(2026, 10, 1)}, "timezone-aware"),

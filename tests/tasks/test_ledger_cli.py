@@ -69,3 +69,23 @@ def test_no_redis_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert code == 2 and "AMPLY_REDIS_URL is not set" in err and "--redis-url" in err
     code, _, err = _run("verify", "--redis-url", "redis://127.0.0.1:1/0")
     assert code == 2 and "Redis does not answer" in err
+
+
+def test_report_of_an_org_without_donations_says_so(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    record_donation(
+        redis_client, "org-1", "9.99", "EUR", donated_at=datetime(2025, 6, 30, tzinfo=UTC)
+    )
+    code, out, err = _run("report", "org-typo", "--month", "2025-06", "--redis-url", redis_url)
+    assert code == 0 and json.loads(out)["donations"] == 0
+    assert err.splitlines()[-1] + "\n" == (  # after the library's log line
+        "amply-jobs ledger: note: org org-typo has no donation recorded at all (is the org id "
+        "right?); the stored report is empty\n"
+    )
+    code, out, err = _run("report", "org-1", "--month", "2025-07", "--redis-url", redis_url)
+    assert code == 0
+    assert err.splitlines()[-1] + "\n" == (
+        "amply-jobs ledger: note: org org-1 has no donation in 2025-07; the stored report is "
+        "empty\n"
+    )

@@ -108,3 +108,22 @@ def test_no_redis_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert code == 2 and "AMPLY_REDIS_URL is not set" in err and err.count("\n") == 1
     code, _, err = run("list", "--redis-url", "redis://127.0.0.1:1/0")
     assert code == 2 and "Redis does not answer" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (("bad id!", "https://hooks.partner.example/"),
+         "amply-jobs webhooks: endpoint id 'bad id!' is invalid: 1-128 letters, digits, '_', "
+         "'.' or '-', starting with a letter or digit (e.g. partner-acme)"),
+        (("ep-6", "not-a-url"),
+         "amply-jobs webhooks: URL 'not-a-url' has no scheme: give the whole URL, like "
+         "https://hooks.partner.example/amply"),
+    ],
+)  # fmt: skip
+def test_add_refuses_a_bad_id_or_a_url_without_scheme_in_plain_words(
+    redis_client: redis.Redis, redis_url: str, args: tuple[str, str], line: str
+) -> None:
+    code, out, err = run("add", *args, "--redis-url", redis_url)
+    assert (code, out, err) == (2, "", line + "\n")
+    assert redis_client.dbsize() == 0

@@ -1,0 +1,171 @@
+"""What every ``amply-jobs`` command shares about bad input: parameter types that refuse a
+wrong value with one line naming it and what to do, and a command group that prints click's
+usage errors as that one line (no usage block, no traceback), exit code 2."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import sys
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import click
+
+if TYPE_CHECKING:
+    from infra.settings import SettingsError
+
+PROG = "amply-jobs"
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class OneLineGroup(click.Group):
+    """A group whose usage errors are one line on stderr, ``amply-jobs: <what>; see <cmd>
+    --help``, and exit code 2, for every subcommand and nested group below it."""
+
+    error_prefix = f"{PROG}: "
+    """How this group's errors start; the nearest group's prefix wins (``dlq``: ``error: ``,
+    as its own errors)."""
+
+    def _prefix(self, ctx: click.Context | None) -> str:
+        while ctx is not None:
+            if isinstance(ctx.command, OneLineGroup):
+                return ctx.command.error_prefix
+            ctx = ctx.parent
+        return self.error_prefix
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else (prog_name or PROG)
+            what = one_line(exc.format_message()).rstrip(".")
+            click.echo(f"{self._prefix(exc.ctx)}{what}; see `{where} --help`", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"{self._prefix(None)}{one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        # Without standalone mode click returns the code of an explicit exit (--help: 0).
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class EndpointURL(click.ParamType):
+    """An SQS endpoint URL: ``http(s)://host[:port]``. botocore's own complaint about a URL
+    without a scheme (``ValueError: Invalid endpoint``) comes as a traceback, mid-run."""
+
+    name = "URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        try:
+            parts = urlsplit(text)
+            port = parts.port  # raises on a port that is not a number or out of range
+        except ValueError as exc:
+            self.fail(f"{text!r} is not a URL ({exc}): give one like http://127.0.0.1:4566",
+                      param, ctx)  # fmt: skip
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            hint = f"http://{text}" if "://" not in text else "http://127.0.0.1:4566"
+            self.fail(f"{text!r} is not an http(s) URL with a host: give one like {hint}",
+                      param, ctx)  # fmt: skip
+        del port
+        return text
+
+
+@functools.cache
+def sqs_regions() -> frozenset[str]:
+    """Every region botocore's endpoint data lists for SQS, in every partition (aws, aws-cn,
+    aws-us-gov, the isolated ones): botocore's maintained list, not one written here."""
+    import boto3
+
+    session = boto3.session.Session()
+    return frozenset(
+        region
+        for partition in session.get_available_partitions()
+        for region in session.get_available_regions("sqs", partition_name=partition)
+    )
+
+
+def region_problem(region: str) -> str | None:
+    """None for a region SQS has, else what is wrong and the nearest real ones."""
+    known = sqs_regions()
+    if region in known:
+        return None
+    near = difflib.get_close_matches(region, sorted(known), n=2, cutoff=0.6)
+    hint = f"did you mean {' or '.join(near)}?" if near else "e.g. eu-west-1"
+    return f"region {region!r} is not an SQS region botocore knows: {hint}"
+
+
+class AwsRegion(click.ParamType):
+    """A region SQS has (a typo such as ``eu-wst-1`` would otherwise fail later, as a
+    connection error to a host that does not exist)."""
+
+    name = "REGION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        problem = region_problem(text)
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return text
+
+
+class Duration(click.ParamType):
+    """``90m``, ``2h``, ``7d`` (also ``s``, ``w``), at most :attr:`MAX`."""
+
+    name = "DURATION"
+    MAX = timedelta(days=3650)
+    """Ten years: far beyond SQS's 14-day retention (no message is older), and far below
+    what ``datetime`` can subtract from now without an ``OverflowError``."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The text as given, once it is known to parse (the command shows it as typed)."""
+        from jobs.dlq import DlqError, parse_duration
+
+        try:
+            age = parse_duration(str(value))
+        except DlqError as exc:
+            self.fail(str(exc), param, ctx)
+        except OverflowError:
+            age = self.MAX + timedelta(seconds=1)
+        if age > self.MAX:
+            self.fail(f"{value!r} is too long: at most 3650d (SQS keeps a message 14 days at "
+                      "most, so 14d already takes every one)", param, ctx)  # fmt: skip
+        return str(value)
+
+
+def settings_line(exc: SettingsError) -> str:
+    """The settings error on one line, with an unknown key's value left out (it can be a
+    whole mapping) and the nearest known key suggested."""
+    from infra.settings import TOP_LEVEL_KEYS
+
+    parts = []
+    for p in exc.problems:
+        if str(p.rule).startswith("unknown key"):
+            # The rule lists the known keys of where the key sits ("known keys: a, b").
+            _, _, listed = str(p.rule).partition("known keys:")
+            known = [k.strip() for k in listed.split(",") if k.strip()] or list(TOP_LEVEL_KEYS)
+            leaf = p.key.rsplit(".", 1)[-1]
+            near = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
+            what = f"did you mean {near[0]}?" if near else f"known keys: {', '.join(known)}"
+            parts.append(f"{p.key}: unknown key; {what}")
+        else:
+            value = json.dumps(p.value, default=str)
+            parts.append(f"{p.key} = {value}: {p.rule}")
+    return one_line(f"invalid stack settings in {exc.source}: " + "; ".join(parts))
