@@ -82,7 +82,7 @@ def settings_from_environment(environ: dict[str, str] | None = None) -> dict[str
     transport_options: dict[str, Any] = {
         "region": cfg.region,
         # No queue_name_prefix: kombu 5.7 applies it before looking a queue up here, and
-        # the names come from the stack (DESIGN.md).
+        # the names come from the stack (docs/contract.md, AMPLY_QUEUES).
         "predefined_queues": {name: {"url": url} for name, url in cfg.queues.items()},
         "wait_time_seconds": 20,
         "polling_interval": 1,

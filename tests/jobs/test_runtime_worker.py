@@ -1,4 +1,4 @@
-"""The failure semantics of DESIGN.md with a real ``celery worker`` (prefork) on the moto
+"""The failure semantics (docs/runtime.md) with a real ``celery worker`` (prefork) on the moto
 server and a real Redis: tiers, retries with SQS DelaySeconds, dead-lettering byte for byte,
 poison messages, and bulk enqueue run exactly once."""
 

@@ -1,5 +1,5 @@
 """Poison and bad input, on the worker's side, with a real worker on the moto server: each bad
-message ends as DESIGN.md's failure-semantics table says, and good tasks sent after the bad
+message ends as docs/runtime.md's failure-semantics table says, and good tasks sent after the bad
 ones still run.
 
 Covered elsewhere (not repeated here): undecodable bodies and unknown task names
