@@ -38,7 +38,7 @@ log = get_logger("amply.jobs.protection")
 EXPIRES_MINUTES = 15  # renewed while busy; a worker that stops renewing loses it within this
 RENEW_AFTER_SECONDS = EXPIRES_MINUTES * 60 / 3
 CHECK_SECONDS = 1.0
-REQUEST_TIMEOUT_SECONDS = 2.0
+REQUEST_TIMEOUT_SECONDS = 1.0
 
 
 def agent_uri(environ: Mapping[str, str] | None = None) -> str | None:
@@ -77,9 +77,17 @@ class TaskProtection(bootsteps.StartStopStep):
     def __init__(self, c: Any, **kwargs: Any) -> None:
         self.uri = agent_uri()
         self.protected = False
+        self.since = 0.0  # when the current busy streak's protection was set
         self.renewed = 0.0
         self.tref: Any = None
-        self._failing = False
+        self._failures = 0
+        self._retry_at = 0.0
+        self._capped = False
+        tiers: dict[str, list[int]] = c.app.conf.get("amply_tiers") or {}
+        # The longest a task may run, plus its base visibility: past that, a busy streak is
+        # a backlog, not one task, and protection would hold off a deployment for as long
+        # as the backlog lasts (ECS does not stop a protected task for a deployment either).
+        self.max_streak = max((vis + hard for vis, _, hard in tiers.values()), default=3600)
         super().__init__(c, **kwargs)
 
     def start(self, c: Any) -> None:
@@ -99,24 +107,38 @@ class TaskProtection(bootsteps.StartStopStep):
     shutdown = stop
 
     def _on_received(self, **_: Any) -> None:
-        # Sent before the request is counted as reserved: it is held from now on.
-        if not self.protected:
+        # Sent before the request is counted as reserved: it is held from now on. While the
+        # agent fails, only the timer tries (with back-off): never once per received task.
+        if not self.protected and not self._failures:
             self.check(held=True)
 
     def check(self, held: bool = False) -> None:
         assert self.uri is not None
         busy = held or bool(state.reserved_requests)
         now = time.monotonic()
-        if busy == self.protected and not (busy and now - self.renewed >= RENEW_AFTER_SECONDS):
+        if now < self._retry_at:
             return
+        renew = busy and self.protected and now - self.renewed >= RENEW_AFTER_SECONDS
+        if renew and now - self.since >= self.max_streak:
+            if not self._capped:  # the protection lapses within EXPIRES_MINUTES
+                log.warning("task_protection_not_renewed", busy_seconds=round(now - self.since),
+                            limit_seconds=self.max_streak)  # fmt: skip
+            self._capped = True
+            return
+        if busy == self.protected and not renew:
+            return
+        # The call blocks the event loop for at most REQUEST_TIMEOUT_SECONDS; after a
+        # failure the next try waits 1, 2, 4 ... up to 60 s.
         problem = set_protection(self.uri, busy)
         if problem is not None:
-            if not self._failing:  # once per streak, not once a second
+            if not self._failures:  # once per streak of failures
                 log.warning("task_protection_failed", enabled=busy, reason=problem,
-                            action="tried again every second")  # fmt: skip
-            self._failing = True
+                            action="tried again, backing off up to 60 s")  # fmt: skip
+            self._retry_at = now + min(2.0**self._failures, 60.0)
+            self._failures += 1
             return
-        self._failing = False
+        self._failures, self._retry_at = 0, 0.0
         if busy != self.protected:
             log.info("task_protection_set", enabled=busy, held=len(state.reserved_requests))
+            self.since, self._capped = now, False
         self.protected, self.renewed = busy, now

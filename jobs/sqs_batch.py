@@ -177,9 +177,11 @@ def send_handles(
             try:
                 resp = getattr(client, call)(QueueUrl=queue_url, Entries=entries)
             except (ClientError, BotoCoreError, OSError) as exc:
+                # Not repeated: on the worker's event loop a second timeout would double the
+                # stall. The entries are reported; SQS's own timeouts bring them back.
                 code = getattr(exc, "response", {}).get("Error", {}).get("Code")
                 errors = {i: code or type(exc).__name__ for i in todo}
-                continue
+                break
             errors = {f["Id"]: f.get("Code", "Failed") for f in resp.get("Failed", [])}
             todo = {i: h for i, h in todo.items() if i in errors}
             if not todo:

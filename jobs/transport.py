@@ -50,7 +50,7 @@ from typing import Any
 
 from amqp.protocol import queue_declare_ok_t
 from kombu.transport import SQS, virtual
-from vine import promise
+from vine import promise, transform
 
 from jobs.config import DEFAULT_RECEIVE_FILL_MS
 from jobs.errors import PayloadTooLarge
@@ -77,6 +77,7 @@ log = get_logger("amply.jobs.transport")
 # boto3/curl read timeout of kombu's async client is well below this.
 RECEIVE_GRACE = 30
 SQS_MAX_MESSAGES = 10
+SHORT_CLIENT_SECONDS = 300
 # Entry errors of an extension that mean the message is no longer ours to keep.
 GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"})
 
@@ -121,6 +122,7 @@ class Channel(SQS.Channel):
     # queue -> (slots asked, promised until, when the receive was sent)
     _receiving: dict[str, tuple[int, float, float]] | None = None
     _keeper: Keeper | None = None  # messages held, whose visibility follows the task
+    _short_clients: dict[str | None, tuple[Any, float]] | None = None
     _extend_timer: Any = None
 
     @property
@@ -185,13 +187,25 @@ class Channel(SQS.Channel):
         failed: list[tuple[Handle, str]] = []
         for queue, group in by_queue(handles).items():
             try:
-                client = self.sqs(queue=queue)
-                if call == "change_message_visibility_batch":
-                    client = self._new_release_client(client)
-                failed += send_handles(client, call, url, group, extra)
+                failed += send_handles(self._short_client(queue), call, url, group, extra)
             except Exception as exc:
                 failed += [(h, type(exc).__name__) for h in group]
         return failed
+
+    def _short_client(self, queue: str | None) -> Any:
+        """The queue's client with kombu's short release timeouts (5 s, one attempt), for the
+        batches sent from the event loop: a slow SQS must not stall the loop for long, or
+        the visibility extensions come too late. Kept for a few minutes (building one costs
+        ~50 ms), then built again, since it holds frozen credentials (a task role's rotate)."""
+        now = monotonic()
+        if self._short_clients is None:
+            self._short_clients = {}
+        cached = self._short_clients.get(queue)
+        if cached is not None and now - cached[1] < SHORT_CLIENT_SECONDS:
+            return cached[0]
+        client = self._new_release_client(self.sqs(queue=queue))
+        self._short_clients[queue] = (client, now)
+        return client
 
     # -- release at shutdown: ChangeMessageVisibilityBatch, visibility 0 -------------------
 
@@ -343,6 +357,29 @@ class Channel(SQS.Channel):
             self._receiving.pop(queue, None)
             raise
 
+    def _get_async(self, queue: str, count: int = 1, callback: Any = None) -> Any:
+        # kombu's, with an error handler on the response's promise: kombu raises an error
+        # answer other than a 5xx or a timeout (a 403 after a policy change, an expired
+        # token) into the promise chain, which ended the queue's polling for good or, read
+        # off the socket, the worker ("Unrecoverable error"). Such a receive is a failed poll.
+        q_url = self._new_queue(queue)
+        qname = self.canonical_queue_name(queue)
+        on_response = transform(self._on_messages_ready, callback, q_url, queue)
+        on_response.on_error = lambda *args: self._receive_raised(queue, args[-1])
+        return self._get_from_sqs(queue_name=qname, queue_url=q_url, count=count,
+                                  connection=self.asynsqs(queue=qname),
+                                  callback=on_response)  # fmt: skip
+
+    def _receive_raised(self, queue: str, exc: BaseException) -> None:
+        if self._receiving:
+            self._receiving.pop(queue, None)
+        log.warning("sqs_receive_failed", queue=queue, error=_reason(exc),
+                    action="polling again")  # fmt: skip
+        hub: Any = self.hub
+        if hub is not None:
+            hub.call_later(self.connection.polling_interval, self._schedule_queue, queue)
+        self._slot_freed()
+
     def _wait_seconds(self, queue: str) -> int:
         # A queue with a backlog has messages to return at once: no long poll, so that the
         # slots its receive promises are never held for a wait (a queue that has just
@@ -453,7 +490,6 @@ class Channel(SQS.Channel):
     def _deliver_one(self, msg: Any, queue: str, qname: str, callback: Any, sent: float) -> None:
         try:
             callback(self._message_to_python(msg, qname, queue))
-            self._hold(msg, queue, qname, sent)
         except Exception as exc:
             receipt = msg.get("ReceiptHandle") if isinstance(msg, dict) else None
             log.error("message_set_aside", queue=qname,
@@ -463,6 +499,9 @@ class Channel(SQS.Channel):
             if receipt is not None and receipt in self.qos._delivered:
                 # Its slot is freed without a request: nothing is deleted or released.
                 virtual.Channel.basic_ack(self, receipt)
+            return
+        # Outside the try above: a message handed on is never set aside afterwards.
+        self._hold(msg, queue, qname, sent)
 
     def _message_to_python(self, message: Any, queue_name: str, q_url: str) -> Any:
         payload = super()._message_to_python(message, queue_name, q_url)

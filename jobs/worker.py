@@ -245,7 +245,7 @@ class Worker(celery_worker.Worker):
         super().setup_queues(include, exclude)
         # Before the pool and the consumer exist: nothing is received by a worker that
         # cannot do its work (jobs/preflight.py).
-        cfg = load_config()
+        cfg = load_config(getattr(self.app, "amply_environ", None))
         consumed = sorted(self.app.amqp.queues.consume_from)
         found = preflight.problems(cfg, consumed)
         if found:

@@ -35,8 +35,11 @@ from tests.support.faults import (
     tcp_proxy,
     wait_until,
 )
+from tests.support.runtime import Runtime, fast_tiers, runtime_factory
 from tests.support.sqs import REGION, Stack, trial_settings
 from tests.support.workers import run_worker
+
+__all__ = ["runtime_factory"]
 
 pytestmark = pytest.mark.integration
 
@@ -222,3 +225,21 @@ def test_a_producer_call_into_a_black_hole_ends_within_30s_with_a_clear_error(
     assert any(c in outcome.get("error", "") for c in CLEAR_ERRORS), outcome
     app.send_task("amply.tests.work", args=["r", "after", 0])  # the same producer goes on
     wait_until(lambda: queue_depth(sqs, stack.queues["celery"]) == 2, "2 messages sent", 30)
+
+
+def test_a_receive_refused_with_403_is_a_failed_poll_and_the_worker_goes_on(
+    runtime_factory: Any,
+) -> None:
+    """kombu raises a non-5xx error answer to ReceiveMessage (AccessDenied after a policy
+    change, an expired token) into the receive's promise chain: the queue was never polled
+    again, or the worker exited ("Unrecoverable error"). Here it is a failed poll: logged,
+    polled again, and once the answers are good again the task runs."""
+    runtime: Runtime = runtime_factory(tiers=fast_tiers())
+    runtime.proxy.forbid = lambda action: action == "ReceiveMessage"
+    with run_worker(runtime.env, queues=["celery"]) as worker:
+        worker.wait_for_log(r"sqs_receive_failed .*AccessDenied", count=2)
+        runtime.app.send_task("amply.tests.record", args=[runtime.run, "after"])
+        runtime.proxy.forbid = None
+        runtime.wait_for("the task after the refusals", lambda: "after" in runtime.runs(), 30)
+        assert worker.proc.poll() is None
+        assert "Unrecoverable error" not in worker.log()

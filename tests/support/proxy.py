@@ -32,6 +32,9 @@ class CountingProxy:
     """Fault injection: entries of a batch action (SendMessageBatch, DeleteMessageBatch, ...)
     for which ``refuse(action, entry)`` is true are not forwarded and come back in the
     response's ``Failed`` list, as SQS reports a refused entry."""
+    forbid: Callable[[str], bool] | None = None
+    """Fault injection: a request whose action ``forbid(action)`` is true is answered 403
+    AccessDenied without reaching the emulator (a policy change, an expired token)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
@@ -103,6 +106,12 @@ class CountingProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 proxy._record(self.headers, body)
+                action = (self.headers.get("X-Amz-Target") or "").rsplit(".", 1)[-1]
+                if proxy.forbid is not None and proxy.forbid(action):
+                    denied = {"__type": "com.amazonaws.sqs#AccessDenied",
+                              "message": "injected: access denied"}  # fmt: skip
+                    self._reply(403, [], json.dumps(denied).encode())
+                    return
                 body, refused = proxy._refuse_entries(self.headers, body)
                 if refused and not json.loads(body)["Entries"]:
                     # every entry refused: answer without the emulator (which would refuse
