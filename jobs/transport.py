@@ -35,8 +35,9 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
 * **No over-fetch.** A receive on a queue with a backlog promises the slots it asks for (and
   does not long-poll); another queue's receive asks only for slots neither holding a message
   nor promised, so a worker does not hold a message it cannot start. An idle queue's long
-  poll asks for one message and promises nothing; what it brings that does not fit goes
-  back at once, or, if it went back once already, is kept with its visibility extended.
+  poll asks for one message and promises nothing; if that message does not fit when it
+  comes, it is kept for the next free slot with its visibility extended (never released:
+  a release would spend one of its maxReceiveCount receives).
 * **Release at shutdown.** Messages received but not started when the channel closes are
   made visible again at once (``ChangeMessageVisibilityBatch``, visibility 0), not after
   kombu's requeue delay; so are messages received after the consumer was cancelled.
@@ -80,13 +81,6 @@ SQS_MAX_MESSAGES = 10
 SHORT_CLIENT_SECONDS = 300
 # Entry errors of an extension that mean the message is no longer ours to keep.
 GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"})
-
-
-def _receive_count(message: Any) -> int:
-    try:
-        return int(message["Attributes"]["ApproximateReceiveCount"])
-    except (KeyError, TypeError, ValueError):
-        return 1
 
 
 def _reason(exc: BaseException) -> str:
@@ -473,16 +467,13 @@ class Channel(SQS.Channel):
             return 0
         free, promised = self._slots()
         if free is not None and len(msgs) > free - promised:
-            # More than the free slots (an idle queue's long poll answered after the other
-            # queues took them): the surplus goes back at once for another worker, unless it
-            # went back once already; then it is kept, its visibility extended, for this
-            # worker's next free slot, so that no message loses more than one receive
-            # (of maxReceiveCount) to a surplus.
-            keep = max(free - promised, 0)
-            back = [m for m in msgs[keep:] if _receive_count(m) <= 1]
-            if back:
-                self._release_messages(queue, qname, back, reason="surplus")
-            msgs = msgs[:keep] + [m for m in msgs[keep:] if _receive_count(m) > 1]
+            # More than the free slots: an idle queue's long poll (one message) answered
+            # after the other queues took them. The message is kept for this worker's next
+            # free slot, its visibility extended meanwhile, so it cannot run twice. Not
+            # released: every receive counts toward maxReceiveCount (1 is a valid setting),
+            # and a healthy message must never be dead-lettered for a worker's bookkeeping.
+            log.info("surplus_kept", queue=qname, count=len(msgs) - max(free - promised, 0),
+                     detail="starts on the next free slot")  # fmt: skip
         for msg in msgs:
             self._deliver_one(msg, queue, qname, callback, sent)
         return len(msgs)

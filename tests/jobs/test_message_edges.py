@@ -196,28 +196,17 @@ def test_every_body_is_handed_on_or_set_aside_alone(
     delivery.runtime.proxy.clear()
 
 
-def test_a_surplus_goes_back_at_once_but_only_once(
+def test_a_surplus_is_kept_for_the_next_slot_and_costs_no_receive(
     delivery: Delivery, real_envelope: dict[str, Any]
 ) -> None:
     """An idle queue's long poll that answers after every slot was taken brings more than
-    fits: the surplus is made visible again at once (for another worker), unless it went
-    back once already; then it is kept for this worker's next slot (its visibility follows
-    it), so that surpluses cost a message at most one receive of maxReceiveCount."""
+    fits: the message is kept for the next free slot (its visibility extended), never
+    released, since a release spends one of its maxReceiveCount receives (with
+    maxReceiveCount 1, a healthy message would be dead-lettered)."""
     delivery.channel.basic_qos(prefetch_count=1)
-    first, second, third = (good_body(real_envelope) for _ in range(3))
-    messages = [
-        {"MessageId": f"m{i}", "ReceiptHandle": f"r{i}-{uuid.uuid4().hex}", "Body": body,
-         "Attributes": {"ApproximateReceiveCount": count}}
-        for i, ((body, _), count) in enumerate(
-            zip((first, second, third), ("1", "1", "2"), strict=True))
-    ]  # fmt: skip
-    delivery.channel._on_messages_ready(delivery.url, "celery", {"Messages": messages})
-    handed = {r.id for r in delivery.handed_on}
-    assert handed == {first[1], third[1]}  # the fitting one, and the one back once already
-    released = [e["ReceiptHandle"] for r in delivery.runtime.proxy.actions(
-        "ChangeMessageVisibilityBatch") for e in r.params["Entries"]]  # fmt: skip
-    # (The stand-in receipts are unknown to SQS: the refused entry is tried once more.)
-    assert set(released) == {messages[1]["ReceiptHandle"]}
-    assert [
-        r.action for r in delivery.runtime.proxy.actions() if r.action.startswith("Delete")
-    ] == []
+    bodies = [good_body(real_envelope) for _ in range(2)]
+    ids = delivery.receive(*((body, {}) for body, _ in bodies))
+    assert {r.id for r in delivery.handed_on} == {task_id for _, task_id in bodies}
+    assert len(ids) == 2 and len(delivery.unacked()) == 2
+    sent = [r.action for r in delivery.runtime.proxy.actions()]
+    assert not [a for a in sent if a.startswith(("Delete", "ChangeMessageVisibility"))]

@@ -104,7 +104,7 @@ def test_demo_not_done_in_time_exits_1_and_puts_the_stacks_attributes_back(
     assert "restored the stack's own queue attributes" in out.stdout
     url = sqs.get_queue_url(QueueName=f"{prefix}-celery-high")["QueueUrl"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
-    assert attrs["Attributes"]["VisibilityTimeout"] == "600"
+    assert attrs["Attributes"]["VisibilityTimeout"] == "120"
 
 
 def descendants(pid: int) -> set[int]:

@@ -46,9 +46,9 @@ def test_drift_is_reported_and_put_right(
     again = amply_jobs(*args)
     assert again.returncode == 0, again.stderr
     assert f"updated   {prefix}-celery-low" in again.stdout
-    assert "VisibilityTimeout: 30 -> 1800" in again.stdout
+    assert "VisibilityTimeout: 30 -> 120" in again.stdout
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
-    assert attrs["Attributes"]["VisibilityTimeout"] == "1800"
+    assert attrs["Attributes"]["VisibilityTimeout"] == "120"
 
 
 def test_env_prints_the_contract_as_export_lines(
@@ -67,7 +67,7 @@ def test_env_prints_the_contract_as_export_lines(
                         "AWS_SECRET_ACCESS_KEY"}  # fmt: skip
     assert env["AMPLY_DLQ"].endswith(f"{prefix}-celery-dlq")
     assert json.loads(env["AMPLY_TIERS"])["high"] == {
-        "visibility_timeout": 600, "soft_time_limit": 480, "time_limit": 540,
+        "visibility_timeout": 120, "soft_time_limit": 480, "time_limit": 540,
     }  # fmt: skip
     assert "created" in out.stderr
 
@@ -150,7 +150,7 @@ def test_check_reports_drift_and_changes_nothing(
     drifted = amply_jobs(*args, "--check")
     assert drifted.returncode == 1
     assert f"would update {prefix}-celery-low" in drifted.stdout
-    assert "VisibilityTimeout: 6 -> 1800" in drifted.stdout
+    assert "VisibilityTimeout: 6 -> 120" in drifted.stdout
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
     assert attrs["Attributes"]["VisibilityTimeout"] == "6"
 
@@ -171,7 +171,7 @@ def test_provision_refuses_to_change_queues_in_use_without_force(
     assert out.stderr == (
         f"amply-jobs: the queues of stack dev hold 1 messages, so something uses them (a "
         "running `amply-jobs dev`, whose demo sets its own visibility timeout, or workers); "
-        f"provisioning would change {prefix}-celery-high VisibilityTimeout 6 -> 600: stop that "
+        f"provisioning would change {prefix}-celery-high VisibilityTimeout 6 -> 120: stop that "
         "first, or add --force\n"
     )
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
@@ -179,4 +179,4 @@ def test_provision_refuses_to_change_queues_in_use_without_force(
 
     forced = amply_jobs(*args, "--force")
     assert forced.returncode == 0, forced.stderr
-    assert "VisibilityTimeout: 6 -> 600" in forced.stdout
+    assert "VisibilityTimeout: 6 -> 120" in forced.stdout

@@ -212,7 +212,8 @@ def test_a_high_task_is_never_held_behind_a_long_task_and_runs_once(
     """-Q high,celery with every process on a long celery task: a receive on high opened
     while a process was free returned high messages that then waited, unstarted, while
     their visibility (3 s here, 600 s in prod) ran out, and ran twice. A worker asks only
-    for the slots no other receive holds, and releases what does not fit."""
+    for the slots no other receive holds, and keeps what does not fit (its visibility
+    extended) for its next free slot."""
     tiers = fast_tiers(maxReceiveCount=MAX_RECEIVES)
     tiers[1].update(visibilityTimeoutSeconds=30, softTimeLimitSeconds=15, timeLimitSeconds=20)
     runtime = runtime_factory(tiers=tiers)
