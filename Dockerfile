@@ -26,7 +26,7 @@ USER 10001:10001
 
 # Same check as the ECS task definition's (infra/workers.py HEALTH_CHECK).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
-    CMD ["python", "-m", "jobs.healthcheck", "--max-age", "60"]
+    CMD ["python", "-m", "jobs.runtime.healthcheck", "--max-age", "60"]
 
 # ECS overrides it per worker group (-Q, -c); alone, the image consumes every tier.
-CMD ["celery", "-A", "jobs.celery_app", "worker", "-Q", "high,celery,low", "-c", "2", "--loglevel=info"]
+CMD ["celery", "-A", "jobs.runtime.app", "worker", "-Q", "high,celery,low", "-c", "2", "--loglevel=info"]

@@ -21,9 +21,11 @@ run: $(STAMP)
 test: $(STAMP) lint lint-ci typecheck
 	$(PY) -m pytest -q -p no:cacheprovider
 
+## lint: ruff, and the boundaries between packages (import-linter contracts in pyproject.toml)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 ## lint-ci: the worker Dockerfile (hadolint) and the GitHub workflows (schema, zizmor audit)
 # zizmor: any finding above "low" fails; low and informational ones are printed only.

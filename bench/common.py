@@ -34,13 +34,13 @@ from infra.settings import StackSettings, WorkerGroupSettings, load_stack
 from jobs.local.emulator import FAKE_CREDENTIALS
 from jobs.local.provision import Provisioned, provision
 from jobs.local.redis_server import RedisServer
-from jobs.logging import configure_logging
+from jobs.runtime.logging import configure_logging
 from tests.dlq.fast_moto import FastEmulator
 from tests.support.proxy import CountingProxy, Recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TASKS = "bench.tasks"
-PROJECT_APP = "jobs.celery_app"
+PROJECT_APP = "jobs.runtime.app"
 STOCK_APP = "bench.stock_app"
 DELETE_ACTIONS = ("DeleteMessage", "DeleteMessageBatch")
 SEND_ACTIONS = ("SendMessage", "SendMessageBatch")
@@ -140,7 +140,7 @@ class Endpoint:
     proxy: TimedProxy
     data_redis: str
     """A private Redis for the tasks' data: a project worker refuses to start without one
-    (jobs/preflight.py); the bench tasks themselves do not use it."""
+    (jobs/runtime/preflight.py); the bench tasks themselves do not use it."""
 
     @property
     def url(self) -> str:
@@ -240,7 +240,7 @@ def producer(stack: Stack) -> Any:
     """A project app (its transport: batch publish, no declare round trip) that sends to
     the stack through the counted endpoint, with the bench tasks registered."""
     import bench.tasks  # noqa: F401  (registers the shared tasks on every app)
-    from jobs.celery_app import make_app
+    from jobs.runtime.app import make_app
 
     made = make_app(stack.env(), set_as_current=False)
     made.finalize()

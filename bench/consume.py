@@ -4,7 +4,7 @@
   DeleteMessageBatch: the floor SQS allows a consumer;
 * ``stock Celery``: kombu's own SQS transport with today's configuration (the prod group
   ``high``: ``-Q high,celery -c 4``, prefork, prefetch multiplier 1, long polling 20 s);
-* ``project``: the same group on the project's app and transport (jobs/transport.py);
+* ``project``: the same group on the project's app and transport (jobs/runtime/transport.py);
   ``project, batch acks off``: the same with ``AMPLY_SQS_BATCH_ACKS=0`` (one DeleteMessage
   per acknowledgement, as stock kombu), to show what the batching alone is worth.
 
@@ -50,7 +50,7 @@ from bench.common import (
     workers,
 )
 from bench.tasks import NOOP
-from jobs.bulk import enqueue_many
+from jobs.runtime.bulk import enqueue_many
 from tests.support.proxy import Recorded
 
 GOAL_REQUESTS_PER_TASK = 1.3  # issue 7

@@ -28,7 +28,7 @@ from bench.common import (
     table,
 )
 from bench.tasks import NOOP
-from jobs.bulk import enqueue_many
+from jobs.runtime.bulk import enqueue_many
 
 GOAL_SPEEDUP = 5.0
 GOAL_REQUESTS_PER_MESSAGE = 0.11

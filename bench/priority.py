@@ -45,7 +45,7 @@ from bench.common import (
 )
 from bench.tasks import PROBE, SLEEP
 from infra.settings import WorkerGroupSettings, load_stack
-from jobs.bulk import enqueue_many
+from jobs.runtime.bulk import enqueue_many
 
 GOAL_P99_SECONDS = 1.0
 BACKLOG_PER_TIER = 1000  # on celery and on low: 2,000 in all

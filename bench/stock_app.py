@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import Celery
 
-from jobs.celery_app import settings_from_environment
+from jobs.runtime.app import settings_from_environment
 
 # Only the project's own additions are taken away; every Celery/kombu setting stays.
 _PROJECT_ONLY = ("worker_consumer", "amply_env", "amply_queues", "amply_tiers")

@@ -1,7 +1,7 @@
 """Tasks for the benchmarks, loaded into bench workers with ``-I bench.tasks``.
 
 Registered with ``shared_task`` so that the same names exist on whichever app loads them:
-the project's (``jobs.celery_app``) and the stock one (``bench.stock_app``). Named
+the project's (``jobs.runtime.app``) and the stock one (``bench.stock_app``). Named
 ``amply.bench.*``, outside every production route, so they go to the default queue unless
 the producer names one."""
 

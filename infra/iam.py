@@ -133,7 +133,8 @@ def consumer_policy(group: WorkerGroupSettings, queue_arns: Mapping[str, str]) -
 
 
 def task_protection_policy(region: str, account: str, cluster: str) -> dict[str, Any]:
-    """The worker's scale-in protection of its own task (jobs/protection.py): the ECS agent's
+    """The worker's scale-in protection of its own task (jobs/runtime/protection.py): the ECS
+    agent's
     endpoint signs the call with the task role. A task's id exists only once it runs, so the
     grant names the tasks of the one cluster (infra/documented_wildcards.py)."""
     arn = f"arn:aws:ecs:{region}:{account}:task/{cluster}/*"

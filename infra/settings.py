@@ -34,7 +34,7 @@ SQS_MAX_DELAY_SECONDS = 900
 # AWS's own limits (SQS CreateQueue / SetQueueAttributes, RedrivePolicy).
 VISIBILITY_RANGE = (0, 43_200)
 # The least base visibility a tier may have: the worker must get an extension out before it
-# lapses (jobs/config.py holds the runtime's copy of this rule).
+# lapses (jobs/runtime/config.py holds the runtime's copy of this rule).
 MIN_BASE_VISIBILITY = 2
 RETENTION_RANGE = (60, 1_209_600)
 MESSAGE_SIZE_RANGE = (1_024, SQS_MAX_MESSAGE_BYTES)
@@ -156,7 +156,7 @@ class TierSettings:
     visibility_timeout: int = 120
     """``visibilityTimeoutSeconds``: the *base* visibility, default 120 (2 min), at least 2.
     A worker receives with it and extends the visibility of every message it holds before it
-    lapses, for as long as the task runs (jobs/visibility.py); a worker that dies stops
+    lapses, for as long as the task runs (jobs/runtime/visibility.py); a worker that dies stops
     extending, and its messages are visible again within this time."""
     message_retention: int = 604_800
     """``messageRetentionSeconds``: default 604800 (7 days); must be below the DLQ's. SQS
@@ -267,7 +267,7 @@ class WorkerGroupSettings:
     receive_fill_ms: int = 20
     """``receiveFillMs``: on a queue with a backlog, how long free prefetch slots wait for the
     others so that one ReceiveMessage fills them all (``AMPLY_SQS_RECEIVE_FILL_MS``,
-    jobs/transport.py): about half the receives of waiting 0, for at most this much idle per
+    jobs/runtime/transport.py): about half the receives of waiting 0, for at most this much idle per
     freed slot. 0 receives at once: the lowest latency on a burst of short tasks. Default 20
     (about one in-region SQS round trip), 0 to 1000."""
 

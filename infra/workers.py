@@ -45,23 +45,28 @@ LOG_STREAM_PREFIX = "worker"
 STOP_TIMEOUT_SECONDS = 120
 """Seconds ECS waits between SIGTERM and SIGKILL: Fargate's maximum, and the warning Fargate Spot
 gives before it reclaims a task. ``REMAP_SIGTERM=SIGQUIT`` turns ECS's SIGTERM into Celery's cold
-shutdown, which first waits ``worker_soft_shutdown_timeout`` (jobs/celery_app.py) for running
+shutdown, which first waits ``worker_soft_shutdown_timeout`` (jobs/runtime/app.py) for running
 tasks, then releases what is left; that timeout plus the time to exit must fit in here."""
 
 SOFT_SHUTDOWN_BUDGET_SECONDS = 90
-"""The most ``worker_soft_shutdown_timeout`` may be (``jobs.config.MAX_SOFT_SHUTDOWN``, checked by
+"""The most ``worker_soft_shutdown_timeout`` may be
+(``jobs.runtime.config.MAX_SOFT_SHUTDOWN``, checked by
 the tests): the rest of the stop timeout (30 s) is for the cold shutdown itself (cancelling
 requests, releasing received messages, exiting the pool)."""
 
 HEARTBEAT_FILE = "/tmp/amply-worker.heartbeat"
-"""Where the worker touches its heartbeat (``AMPLY_HEARTBEAT_FILE``); see jobs/heartbeat.py."""
+"""Where the worker touches its heartbeat (``AMPLY_HEARTBEAT_FILE``); see
+jobs/runtime/heartbeat.py."""
 HEARTBEAT_MAX_AGE_SECONDS = 60
 """A heartbeat older than this fails the health check (the worker touches it every 10 s)."""
 
 HEALTH_CHECK: dict[str, Any] = {
-    # python -m jobs.healthcheck reads the heartbeat file's age: no broker round trip, no
+    # python -m jobs.runtime.healthcheck reads the heartbeat file's age: no broker round trip, no
     # Celery broadcast (SQS has no cheap one), so a busy or slow broker never kills a worker.
-    "command": ["CMD-SHELL", f"python -m jobs.healthcheck --max-age {HEARTBEAT_MAX_AGE_SECONDS}"],
+    "command": [
+        "CMD-SHELL",
+        f"python -m jobs.runtime.healthcheck --max-age {HEARTBEAT_MAX_AGE_SECONDS}",
+    ],
     "interval": 30,
     "timeout": 10,
     "retries": 3,
@@ -79,7 +84,7 @@ ECR_PULL_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
 def worker_command(group: WorkerGroupSettings) -> list[str]:
     """The container's command: the group's queues in priority order, its concurrency."""
     return [
-        "celery", "-A", "jobs.celery_app", "worker",
+        "celery", "-A", "jobs.runtime.app", "worker",
         "-Q", ",".join(group.queues),
         "-c", str(group.concurrency),
         "--loglevel=info",
@@ -250,7 +255,7 @@ def scaling_metrics(settings: StackSettings, group: WorkerGroupSettings) -> list
     RunningTaskCount of the service (ECS Container Insights). In flight counts: while long
     tasks run and nothing waits, visible messages alone read 0 and target tracking would
     shrink a fleet that is busy (a busy task is also protected from scale-in,
-    jobs/protection.py). ``queueDepth``: the visible messages alone.
+    jobs/runtime/protection.py). ``queueDepth``: the visible messages alone.
     """
     visible = [
         _sqs_metric(settings, t, "ApproximateNumberOfMessagesVisible", "visible", "Sum")
@@ -441,7 +446,7 @@ class WorkerService(pulumi.ComponentResource):
             policy=args.consumer_policy,
             opts=child,
         )
-        # Scale-in protection of its own task while it runs work (jobs/protection.py).
+        # Scale-in protection of its own task while it runs work (jobs/runtime/protection.py).
         protection = pulumi.Output.all(account.account_id, args.cluster.name).apply(
             lambda v: json.dumps(task_protection_policy(s.region, v[0], v[1]))
         )

@@ -20,7 +20,8 @@ import click
 from rich.console import Console
 from rich.live import Live
 
-from jobs.cli_params import EndpointURL, OneLineGroup, region_problem, settings_line
+from jobs.cli_support.params import EndpointURL, OneLineGroup, region_problem
+from jobs.local.settings_line import settings_line
 
 if TYPE_CHECKING:
     from infra.settings import StackSettings
@@ -352,9 +353,9 @@ def dev(
 
 def _add_commands() -> None:
     """Command groups owned by other modules."""
-    from jobs.dlq_cli import dlq
-    from jobs.ledger_cli import ledger
-    from jobs.webhooks_cli import webhooks
+    from jobs.dlq.cli import dlq
+    from jobs.ledger.cli import ledger
+    from jobs.webhooks.cli import webhooks
 
     main.add_command(dlq)
     main.add_command(ledger)

@@ -36,7 +36,7 @@ from infra.settings import StackSettings
 from jobs.local import worker_hooks
 from jobs.local.receiver import Receiver
 from jobs.local.status import Snapshot
-from jobs.routes import route_for
+from jobs.runtime.routes import route_for
 
 MIX = (("webhook", 0.70), ("checkpoint", 0.20), ("report", 0.10))
 """The share of each kind of task, as in production."""
@@ -46,7 +46,7 @@ TASKS = {
     "report": "amply.jobs.reports.generate_monthly_report",
 }
 TIER = {kind: route_for(name) or "celery" for kind, name in TASKS.items()}
-"""Each kind's tier, from the app's routes (jobs/routes.py): high, celery, low."""
+"""Each kind's tier, from the app's routes (jobs/runtime/routes.py): high, celery, low."""
 CHUNK = 10  # one SendMessageBatch
 ORGS = tuple(f"demo-org-{i}" for i in range(1, 6))
 ENDPOINTS = ("demo-crm", "demo-ledger", "demo-mailer")
@@ -112,7 +112,7 @@ class Demo:
         self.receiver.stop()
 
     def _register_endpoints(self) -> None:
-        from jobs import endpoints
+        from jobs.webhooks import endpoints
 
         for endpoint_id, secret in self.receiver.secrets.items():
             endpoints.register(
@@ -122,11 +122,11 @@ class Demo:
     def enqueue(self, console: Console) -> None:
         """Record the donations and send every task (imports the app: the contract must be
         in the environment by now)."""
-        from jobs.bulk import enqueue_many
-        from jobs.checkpoints import generate_checkpoint
-        from jobs.donations import record_donation
-        from jobs.reports import generate_monthly_report
-        from jobs.webhooks import dispatch_webhook
+        from jobs.ledger.checkpoints import generate_checkpoint
+        from jobs.ledger.donations import record_donation
+        from jobs.ledger.reports import generate_monthly_report
+        from jobs.runtime.bulk import enqueue_many
+        from jobs.webhooks.tasks import dispatch_webhook
 
         self._register_endpoints()
         rng = random.Random(20_26)
@@ -265,8 +265,8 @@ class Demo:
 
     def summarize(self, snap: Snapshot, sqs: Any, dlq_url: str, console: Console) -> bool:
         """Print the summary; True when every task ended as expected."""
-        from jobs.checkpoints import verify_chain
-        from jobs.dlq import Sweep
+        from jobs.dlq.operations import Sweep
+        from jobs.ledger.checkpoints import verify_chain
 
         elapsed = time.monotonic() - self.started_at
         table, ok = self._tier_table(

@@ -34,12 +34,13 @@ from rich.markup import escape
 from rich.text import Text
 
 from infra.settings import SettingsError, StackSettings, load_stack
-from jobs.cli_params import region_problem, settings_line
+from jobs.cli_support.params import region_problem
 from jobs.local import worker_hooks
 from jobs.local.clients import client, endpoint_env
 from jobs.local.emulator import EndpointUnreachable, ThreadedEmulator, port_in_use, wait_for_sqs
 from jobs.local.provision import Provisioned, provision
 from jobs.local.redis_server import RedisServer, redis_binary
+from jobs.local.settings_line import settings_line
 from jobs.local.shell import contract_env, export_lines
 from jobs.local.status import Snapshot, queue_table, snapshot
 from jobs.local.worker_procs import WorkerProcess
@@ -442,7 +443,7 @@ def _safe_url(client: redis.Redis) -> str:
 def _quiet_logs(stack: str) -> None:
     """The runtime's info events (one per batch sent) would scroll the live table away;
     warnings and errors still show. The workers' own logs go to their log files."""
-    from jobs.logging import configure_logging
+    from jobs.runtime.logging import configure_logging
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     configure_logging(stack)

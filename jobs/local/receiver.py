@@ -1,6 +1,6 @@
 """A local webhook receiver for the demo: an HTTP server on loopback that checks signatures.
 
-It plays the partner's side of ``jobs.webhooks``: every delivery must carry
+It plays the partner's side of ``jobs.webhooks.tasks``: every delivery must carry
 ``Amply-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`` made with the secret of
 the endpoint it was sent to (the last path segment, ``/hooks/<endpoint id>``), with ``t``
 within the tolerance. A good delivery is answered 200 and counted; a bad one 401, and

@@ -25,7 +25,7 @@ HOOKS_MODULE = "jobs.local.worker_hooks"
 
 def worker_command(group: WorkerGroupSettings, hostname: str) -> list[str]:
     return [
-        sys.executable, "-m", "celery", "-A", "jobs.celery_app", "worker",
+        sys.executable, "-m", "celery", "-A", "jobs.runtime.app", "worker",
         "-Q", ",".join(group.queues),
         "-c", str(group.concurrency),
         "-P", "prefork",

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import botocore.client
 from celery import Celery
 
-from jobs.routes import ROUTES
+from jobs.runtime.routes import ROUTES
 from tests.support.sqs import REGION
 
 WEBHOOK = "amply.jobs.webhooks.dispatch_webhook"

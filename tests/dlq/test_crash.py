@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
-from jobs.dlq import decode_body
+from jobs.dlq.operations import decode_body
 from jobs.local.provision import provision
 from tests.dlq.messages import (
     CHECKPOINT,
@@ -53,7 +53,7 @@ def stack(endpoint: str, sqs_endpoint: str) -> Stack:
 
 
 def redrive(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "jobs.dlq_cli", "--log-level", "error", "redrive",
+    cmd = [sys.executable, "-m", "jobs.dlq.cli", "--log-level", "error", "redrive",
            "--visibility", "3"]  # fmt: skip
     with log.open("ab") as out:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)

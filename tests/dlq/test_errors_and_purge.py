@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from jobs import dlq as lib
-from jobs.dlq_cli import dlq
+from jobs.dlq import operations as lib
+from jobs.dlq.cli import dlq
 from jobs.local.emulator import free_port
 from tests.dlq.conftest import Filled
 from tests.dlq.messages import approx, drain, wait_for

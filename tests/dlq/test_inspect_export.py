@@ -19,8 +19,8 @@ import pytest
 import structlog
 from click.testing import CliRunner
 
-from jobs import dlq as lib
-from jobs.dlq_cli import dlq
+from jobs.dlq import operations as lib
+from jobs.dlq.cli import dlq
 from tests.dlq.conftest import Filled
 from tests.dlq.messages import CHECKPOINT, REPORT, UNKNOWN, WEBHOOK, approx, drain
 
@@ -150,7 +150,7 @@ def test_export_delete_keeps_what_could_not_be_written(
     rest are still in the DLQ."""
     out = tmp_path / "dlq.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "jobs.dlq_cli", "export", "--out", str(out), "--delete"],
+        [sys.executable, "-m", "jobs.dlq.cli", "export", "--out", str(out), "--delete"],
         env={**os.environ, **filled.env()}, capture_output=True, text=True, timeout=60,
         preexec_fn=lambda: _limit_file_size(150_000),
     )  # fmt: skip

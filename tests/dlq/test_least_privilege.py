@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 from click.testing import CliRunner
 
-from jobs.dlq_cli import dlq
+from jobs.dlq.cli import dlq
 from tests.dlq.messages import REPORT, WEBHOOK, celery_bodies, dead_letter, producer, wait_for
 from tests.support.iam import EnforcedStack, provision_enforced, start_enforcing
 from tests.support.sqs import trial_settings

@@ -12,7 +12,7 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from jobs.dlq_cli import dlq
+from jobs.dlq.cli import dlq
 from tests.dlq.conftest import Filled
 from tests.dlq.messages import WEBHOOK, approx
 

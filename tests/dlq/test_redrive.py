@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from jobs import dlq as lib
-from jobs.dlq_cli import dlq
-from jobs.dlq_messages import FIRST_SENT, DlqMessage
+from jobs.dlq import operations as lib
+from jobs.dlq.cli import dlq
+from jobs.dlq.messages import FIRST_SENT, DlqMessage
 from tests.dlq.conftest import Filled
 from tests.dlq.messages import (
     REPORT,

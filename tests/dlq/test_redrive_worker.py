@@ -13,9 +13,9 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from jobs.celery_app import make_app
-from jobs.dlq import decode_body
-from jobs.dlq_cli import dlq
+from jobs.dlq.cli import dlq
+from jobs.dlq.operations import decode_body
+from jobs.runtime.app import make_app
 from tests.dlq.messages import (
     CHECKPOINT,
     REPORT,

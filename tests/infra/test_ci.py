@@ -94,7 +94,7 @@ def test_image_is_runtime_only_and_not_root() -> None:
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert ignore[ignore.index("*") :][:3] == ["*", "!pyproject.toml", "!jobs/"]
     (cmd,) = [a for op, a in ops if op == "CMD"]
-    assert json.loads(cmd)[:4] == ["celery", "-A", "jobs.celery_app", "worker"]
+    assert json.loads(cmd)[:4] == ["celery", "-A", "jobs.runtime.app", "worker"]
 
 
 IMAGE_IMPORT_CHECK = """
@@ -107,8 +107,9 @@ class Blocked(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Blocked())
-import jobs.celery_app
-for module in jobs.celery_app.TASK_MODULES + ["jobs.heartbeat", "jobs.healthcheck", "jobs.worker"]:
+import jobs.runtime.app
+RUNTIME_MODULES = ["jobs.runtime.heartbeat", "jobs.runtime.healthcheck", "jobs.runtime.worker"]
+for module in jobs.runtime.app.TASK_MODULES + RUNTIME_MODULES:
     importlib.import_module(module)
 print("ok")
 """
@@ -123,7 +124,7 @@ def test_worker_runtime_imports_without_pulumi_infra_or_moto() -> None:
 
 
 def test_soft_shutdown_fits_in_the_stop_timeout() -> None:
-    from jobs import config
+    from jobs.runtime import config
 
     assert config.ECS_STOP_TIMEOUT == STOP_TIMEOUT_SECONDS == 120
     assert config.DEFAULT_SOFT_SHUTDOWN <= config.MAX_SOFT_SHUTDOWN
@@ -131,7 +132,7 @@ def test_soft_shutdown_fits_in_the_stop_timeout() -> None:
 
 
 def test_heartbeat_interval_is_well_inside_the_health_checks_max_age() -> None:
-    from jobs import heartbeat
+    from jobs.runtime import heartbeat
 
     assert heartbeat.MAX_INTERVAL <= HEARTBEAT_MAX_AGE_SECONDS
     assert heartbeat.DEFAULT_INTERVAL * 3 <= HEARTBEAT_MAX_AGE_SECONDS

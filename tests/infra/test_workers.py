@@ -52,9 +52,9 @@ ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 CLUSTER = "aws:ecs/cluster:Cluster"
 
 COMMANDS = {
-    "high": ["celery", "-A", "jobs.celery_app", "worker", "-Q", "high,celery", "-c", "4",
+    "high": ["celery", "-A", "jobs.runtime.app", "worker", "-Q", "high,celery", "-c", "4",
              "--loglevel=info"],
-    "low": ["celery", "-A", "jobs.celery_app", "worker", "-Q", "low", "-c", "2",
+    "low": ["celery", "-A", "jobs.runtime.app", "worker", "-Q", "low", "-c", "2",
             "--loglevel=info"],
 }  # fmt: skip
 # (cpu, memory, min, max, spot) per stack and group, as Pulumi.<stack>.yaml holds them.
@@ -162,7 +162,7 @@ def test_stop_timeout_health_check_and_logs(plan: Plan, stack: str) -> None:
         c = container(plan, group)
         assert c["stopTimeout"] == 120
         assert c["healthCheck"] == {
-            "command": ["CMD-SHELL", "python -m jobs.healthcheck --max-age 60"],
+            "command": ["CMD-SHELL", "python -m jobs.runtime.healthcheck --max-age 60"],
             "interval": 30, "timeout": 10, "retries": 3, "startPeriod": 60,
         }  # fmt: skip
         assert c["linuxParameters"] == {"initProcessEnabled": True}
@@ -576,7 +576,7 @@ def test_topology_is_settings_a_group_for_high_alone_on_arm() -> None:
     c = built.container("urgent")
     # Webhooks alone, latency first: receive at once, not waiting to fill every slot.
     assert {"name": "AMPLY_SQS_RECEIVE_FILL_MS", "value": "0"} in c["environment"]
-    assert c["command"] == ["celery", "-A", "jobs.celery_app", "worker", "-Q", "high", "-c", "8",
+    assert c["command"] == ["celery", "-A", "jobs.runtime.app", "worker", "-Q", "high", "-c", "8",
                             "--loglevel=info"]  # fmt: skip
     td = built.inputs(TASK_DEF, "worker-urgent")
     assert td["runtimePlatform"]["cpuArchitecture"] == "ARM64"

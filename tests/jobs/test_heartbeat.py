@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from jobs.celery_app import settings_from_environment
-from jobs.healthcheck import check
+from jobs.runtime.app import settings_from_environment
+from jobs.runtime.healthcheck import check
 from tests.support.workers import ROOT, run_worker
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ def healthcheck(path: Path, max_age: float) -> subprocess.CompletedProcess[str]:
     """The health check exactly as ECS runs it (a fresh interpreter, the env of the task)."""
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT),
            "AMPLY_HEARTBEAT_FILE": str(path)}  # fmt: skip
-    cmd = [sys.executable, "-m", "jobs.healthcheck", "--max-age", str(max_age)]
+    cmd = [sys.executable, "-m", "jobs.runtime.healthcheck", "--max-age", str(max_age)]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
 
 
@@ -111,7 +111,7 @@ def test_check_reports_age_against_the_limit(tmp_path: Path) -> None:
 
 def test_health_check_without_a_file_names_the_variable() -> None:
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "jobs.healthcheck"], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "jobs.runtime.healthcheck"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=30)  # fmt: skip
     assert proc.returncode == 2
     assert "AMPLY_HEARTBEAT_FILE is not set" in proc.stderr

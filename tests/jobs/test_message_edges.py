@@ -1,7 +1,7 @@
 """The worker's receive-and-decode path, in-process, against every message SQS could hand it.
 
 The project's transport channel (connected to the moto server through the counting proxy)
-delivers generated SQS messages to the worker's own Consumer (jobs.worker.Consumer, with
+delivers generated SQS messages to the worker's own Consumer (jobs.runtime.worker.Consumer, with
 Celery's real strategies for every registered task). Whatever the body (any text, base64 of
 any bytes, JSON of any shape, a real task envelope with any node replaced, at any depth,
 by any JSON value, odd message attributes), a receive never raises, each message is either
@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from kombu.asynchronous.timer import Timer
 from kombu.transport import virtual
 
-from jobs.logging import configure_logging
-from jobs.worker import Consumer
+from jobs.runtime.logging import configure_logging
+from jobs.runtime.worker import Consumer
 from tests.support.runtime import Runtime, decode_body, runtime, runtime_factory
 
 __all__ = ["runtime", "runtime_factory"]

@@ -1,4 +1,4 @@
-"""A worker that cannot do its work refuses to start (jobs/preflight.py): real ``celery
+"""A worker that cannot do its work refuses to start (jobs/runtime/preflight.py): real ``celery
 worker`` processes, each missing one thing, exit with one line and status 78 before they
 receive anything; the message waiting on the queue is untouched (never received)."""
 

@@ -1,4 +1,4 @@
-"""Scale-in protection (jobs/protection.py) with real workers and a stand-in for the ECS
+"""Scale-in protection (jobs/runtime/protection.py) with real workers and a stand-in for the ECS
 agent's task-protection endpoint (tests/support/ecs_agent.py): protected while a task is
 held, cleared when idle, a long task across a scale-in runs once, and an agent that refuses
 does not stop the worker."""

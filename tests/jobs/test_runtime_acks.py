@@ -1,4 +1,4 @@
-"""Batched acknowledgements and releases (jobs/transport.py), with real worker processes on
+"""Batched acknowledgements and releases (jobs/runtime/transport.py), with real worker processes on
 the moto server behind a counting proxy: every task deleted exactly once, in batches; clean
 shutdowns flush every ack and hand back what was not started at once; a SIGKILL re-runs at
 most the acks that were still buffered."""
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from jobs.bulk import enqueue_many
-from jobs.transport import ACK_BATCH
+from jobs.runtime.bulk import enqueue_many
+from jobs.runtime.transport import ACK_BATCH
 from tests.support.runtime import Runtime, fast_tiers, runtime, runtime_factory
 from tests.support.workers import WorkerProcess, run_worker
 
@@ -86,7 +86,7 @@ def test_every_task_is_deleted_exactly_once(runtime_factory: Any, batching: str)
 
 def test_a_backlog_is_received_a_full_prefetch_at_a_time(runtime_factory: Any) -> None:
     """The bill of consuming: with -c 4 and prefetch multiplier 1 a receive can bring at
-    most 4 messages. On a backlog each receive brings 4 (jobs/transport.py waits for every
+    most 4 messages. On a backlog each receive brings 4 (jobs/runtime/transport.py waits for every
     slot to free), not the one or two that have just freed as kombu alone asks for (about 2
     per receive, measured): receives per task stay at the floor, 0.25."""
     runtime = runtime_factory()
@@ -200,7 +200,7 @@ def test_a_task_ending_in_the_soft_phase_is_deleted_once_and_the_worker_exits_th
 ) -> None:
     """Celery's own soft shutdown sleeps its whole timeout in the signal handler: the worker
     stays up 30 s for a 2 s task, and a task that ends meanwhile is not acknowledged, so its
-    message is released and the task runs again elsewhere. jobs.worker.SoftShutdown keeps
+    message is released and the task runs again elsewhere. jobs.runtime.worker.SoftShutdown keeps
     the event loop running: the task is deleted once and the worker exits when it ends."""
     runtime: Runtime = runtime_factory(tiers=SLOW_TIERS)
     url = runtime.stack.queues["celery"]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.retry import MAX_DELAY_SECONDS, backoff_delay, retry_delay, retry_with_backoff
+from jobs.runtime.retry import MAX_DELAY_SECONDS, backoff_delay, retry_delay, retry_with_backoff
 
 
 @given(retries=st.integers(0, 10_000), seed=st.integers(0, 2**32))

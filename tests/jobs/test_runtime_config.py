@@ -1,4 +1,5 @@
-"""The environment contract parsed by jobs.config (pure) and its errors, in one line each."""
+"""The environment contract parsed by jobs.runtime.config (pure) and its errors, in one
+line each."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.celery_app import broker_url, settings_from_environment
-from jobs.config import DEFAULT_TIERS, TierLimits, load_config
-from jobs.errors import ConfigError
+from jobs.runtime.app import broker_url, settings_from_environment
+from jobs.runtime.config import DEFAULT_TIERS, TierLimits, load_config
+from jobs.runtime.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUES = {
@@ -156,7 +157,7 @@ def test_celery_settings_follow_the_contract() -> None:
     conf = settings_from_environment(contract(AMPLY_SQS_ENDPOINT="http://127.0.0.1:5000"))
     options = conf["broker_transport_options"]
     assert conf["broker_url"] == "sqs://127.0.0.1:5000"
-    assert conf["broker_transport"] == "jobs.transport:Transport"
+    assert conf["broker_transport"] == "jobs.runtime.transport:Transport"
     assert options["predefined_queues"] == {k: {"url": v} for k, v in QUEUES.items()}
     assert "queue_name_prefix" not in options
     assert (options["wait_time_seconds"], options["polling_interval"],
@@ -176,7 +177,7 @@ def test_celery_settings_follow_the_contract() -> None:
 
 
 def test_importing_the_app_needs_no_contract_and_no_infra() -> None:
-    code = ("import sys, jobs.celery_app; "
+    code = ("import sys, jobs.runtime.app; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('pulumi', 'infra')]; "
             "print(bad)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
@@ -198,7 +199,7 @@ def test_importing_the_app_needs_no_contract_and_no_infra() -> None:
 )  # fmt: skip
 def test_the_worker_command_fails_in_one_line(env: dict[str, str], expected: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "jobs.celery_app", "worker", "-c", "1"],
+        [sys.executable, "-m", "celery", "-A", "jobs.runtime.app", "worker", "-c", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env},
     )  # fmt: skip

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from jobs.bulk import enqueue_many
-from jobs.celery_app import make_app
-from jobs.errors import BulkEnqueueError, ConfigError, PayloadTooLarge
-from jobs.transport import SQS_MAX_BYTES
+from jobs.runtime.app import make_app
+from jobs.runtime.bulk import enqueue_many
+from jobs.runtime.errors import BulkEnqueueError, ConfigError, PayloadTooLarge
+from jobs.runtime.transport import SQS_MAX_BYTES
 from tests.support.runtime import Runtime, decode_body, runtime, runtime_factory, task_body
 
 __all__ = ["runtime", "runtime_factory"]

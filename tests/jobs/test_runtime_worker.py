@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from jobs.bulk import enqueue_many
+from jobs.runtime.bulk import enqueue_many
 from tests.support.runtime import Runtime, decode_body, runtime, runtime_factory
 from tests.support.workers import run_worker
 

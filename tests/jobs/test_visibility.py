@@ -1,4 +1,5 @@
-"""Visibility that follows the task (jobs/visibility.py, jobs/transport.py): the bookkeeping
+"""Visibility that follows the task (jobs/runtime/visibility.py, jobs/runtime/transport.py): the
+bookkeeping
 in-process, then real workers on the moto server behind the counting proxy, with a short base
 visibility and tasks that run for several times it."""
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from jobs.visibility import SQS_MAX_VISIBILITY, Keeper, tick_seconds
+from jobs.runtime.visibility import SQS_MAX_VISIBILITY, Keeper, tick_seconds
 from tests.support.runtime import Runtime, fast_tiers, runtime_factory
 from tests.support.workers import run_worker
 

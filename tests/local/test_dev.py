@@ -76,7 +76,7 @@ def test_demo_ends_with_every_tier_done_and_the_poison_in_the_dlq(
             "AMPLY_TIERS", "AMPLY_REDIS_URL", "AMPLY_RESULT_BACKEND",
             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= names  # fmt: skip
     check = subprocess.run(
-        ["bash", "-c", f". {env_file} && {sys.executable} -c 'from jobs.config import "
+        ["bash", "-c", f". {env_file} && {sys.executable} -c 'from jobs.runtime.config import "
          "load_config; print(sorted(load_config().queues))'"],
         capture_output=True, text=True, env={"PATH": os.environ["PATH"]}, timeout=30,
     )  # fmt: skip

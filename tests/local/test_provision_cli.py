@@ -117,7 +117,8 @@ def test_eval_of_env_lines_is_a_working_producer_and_operator_shell(
     script = (
         f'eval "$({amply} provision --stack-dir {shlex.quote(str(root))} '
         f'--endpoint {shlex.quote(sqs_endpoint)} --env)" && '
-        f"{shlex.quote(sys.executable)} -c 'from jobs.reports import generate_monthly_report as r; "
+        f"{shlex.quote(sys.executable)} -c "
+        "'from jobs.ledger.reports import generate_monthly_report as r; "
         f'r.delay("org-1", "2026-01")\' && '
         f"{amply} dlq inspect --json"
     )

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from jobs.bulk import enqueue_many
-from jobs.errors import PayloadTooLarge
+from jobs.runtime.bulk import enqueue_many
+from jobs.runtime.errors import PayloadTooLarge
 from tests.support.runtime import Runtime, decode_body, fast_tiers, runtime_factory
 from tests.support.workers import run_worker
 

@@ -25,8 +25,8 @@ import pytest
 import redis
 from kombu.exceptions import OperationalError
 
-from jobs.celery_app import make_app
 from jobs.local.provision import provision
+from jobs.runtime.app import make_app
 from tests.support.faults import (
     TcpProxy,
     drained,

@@ -25,11 +25,11 @@ import boto3
 import pytest
 import redis
 
-from jobs.bulk import enqueue_many
-from jobs.celery_app import make_app
-from jobs.checkpoints import Checkpoint, read_chain, verify_chain
-from jobs.donations import record_donation
+from jobs.ledger.checkpoints import Checkpoint, read_chain, verify_chain
+from jobs.ledger.donations import record_donation
 from jobs.local.provision import provision
+from jobs.runtime.app import make_app
+from jobs.runtime.bulk import enqueue_many
 from tests.support.faults import drained, private_sqs, queue_depth, wait_until
 from tests.support.sqs import REGION, Stack, trial_settings
 from tests.support.workers import WorkerProcess, run_worker

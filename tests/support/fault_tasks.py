@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from jobs.celery_app import app
+from jobs.runtime.app import app
 
 _client: redis.Redis | None = None
 

@@ -16,7 +16,7 @@ import pytest
 import redis
 from celery import Celery
 
-from jobs.celery_app import make_app
+from jobs.runtime.app import make_app
 from tests.support.proxy import CountingProxy, counting_proxy
 from tests.support.sqs import Stack
 

@@ -13,8 +13,8 @@ from typing import Any
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
-from jobs.celery_app import app
-from jobs.retry import retry_with_backoff
+from jobs.runtime.app import app
+from jobs.runtime.retry import retry_with_backoff
 
 _client: redis.Redis | None = None
 

@@ -75,7 +75,7 @@ class WorkerProcess:
 
 def worker_command(queues: Sequence[str], concurrency: int, include: Sequence[str],
                    name: str, extra: Sequence[str] = ()) -> list[str]:  # fmt: skip
-    cmd = [sys.executable, "-m", "celery", "-A", "jobs.celery_app", "worker",
+    cmd = [sys.executable, "-m", "celery", "-A", "jobs.runtime.app", "worker",
            "-Q", ",".join(queues), "-c", str(concurrency), "--pool", "prefork",
            "--loglevel", "INFO", "-n", f"{name}@%h",
            "--without-heartbeat", "--without-mingle", "--without-gossip"]  # fmt: skip

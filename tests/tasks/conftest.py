@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from jobs import donations
+from jobs.ledger import donations
 
 
 @pytest.fixture

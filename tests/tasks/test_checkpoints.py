@@ -14,7 +14,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobs.checkpoints import (
+from jobs.ledger.checkpoints import (
     CHECKPOINTS_KEY,
     GENESIS_HASH,
     Checkpoint,
@@ -26,7 +26,13 @@ from jobs.checkpoints import (
     seal_pending,
     verify_chain,
 )
-from jobs.donations import EVENTS_KEY, data_redis, read_events, record_donation, stream_id_key
+from jobs.ledger.donations import (
+    EVENTS_KEY,
+    data_redis,
+    read_events,
+    record_donation,
+    stream_id_key,
+)
 
 CURRENCIES = ["EUR", "USD", "JPY"]
 

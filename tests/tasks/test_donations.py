@@ -11,8 +11,8 @@ from decimal import Decimal
 import pytest
 import redis
 
-from jobs import donations
-from jobs.donations import (
+from jobs.ledger import donations
+from jobs.ledger.donations import (
     EVENTS_KEY,
     IDS_KEY,
     DonationConflict,

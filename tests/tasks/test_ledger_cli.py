@@ -11,9 +11,9 @@ import redis
 import structlog
 from click.testing import CliRunner
 
-from jobs.checkpoints import CHECKPOINTS_KEY
-from jobs.donations import record_donation
-from jobs.ledger_cli import ledger
+from jobs.ledger.checkpoints import CHECKPOINTS_KEY
+from jobs.ledger.cli import ledger
+from jobs.ledger.donations import record_donation
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +62,7 @@ def test_report_command(redis_client: redis.Redis, redis_url: str) -> None:
 
 
 def test_no_redis_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs import donations
+    from jobs.ledger import donations
 
     monkeypatch.setattr(donations, "_client", None)
     code, _, err = _run("verify", env={"AMPLY_REDIS_URL": ""})

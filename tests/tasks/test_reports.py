@@ -11,8 +11,14 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobs.donations import data_redis, record_donation
-from jobs.reports import BadMonth, LedgerInconsistent, generate_report, parse_month, report_summary
+from jobs.ledger.donations import data_redis, record_donation
+from jobs.ledger.reports import (
+    BadMonth,
+    LedgerInconsistent,
+    generate_report,
+    parse_month,
+    report_summary,
+)
 
 
 def _at(text: str) -> datetime:

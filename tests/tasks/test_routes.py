@@ -1,4 +1,4 @@
-"""Routes, tasks and tiers agree (issue 18, finding 4). ``jobs/routes.py`` is the one table
+"""Routes, tasks and tiers agree (issue 18, finding 4). ``jobs/runtime/routes.py`` is the one table
 the producer (``task_routes``) and redrive (``route_for``) both read; these checks catch what
 a newcomer adding a task or a tier would otherwise find in production: a task without a
 route runs on Celery's default queue but is refused by redrive; a route to a tier the stack
@@ -16,7 +16,7 @@ from fnmatch import fnmatchcase
 import pytest
 
 from infra.settings import ROOT, load_stack
-from jobs.routes import ROUTES, route_for
+from jobs.runtime.routes import ROUTES, route_for
 
 STACKS = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml")
                 for p in ROOT.glob("Pulumi.*.yaml"))  # fmt: skip
@@ -27,7 +27,7 @@ def amply_tasks() -> list[str]:
     """The tasks the app registers, listed in a process of its own: finalizing the app reads
     the contract (a dummy one here; nothing is sent), which this process must not keep."""
     code = (
-        "from jobs.celery_app import app; app.loader.import_default_modules(); "
+        "from jobs.runtime.app import app; app.loader.import_default_modules(); "
         "print('\\n'.join(sorted(n for n in app.tasks if n.startswith('amply.jobs.'))))"
     )
     url = "http://127.0.0.1:9/000000000000/q"
@@ -47,7 +47,8 @@ def test_every_task_has_a_route() -> None:
     assert tasks, "no amply.jobs.* task registered"
     unrouted = [t for t in tasks if route_for(t) is None]
     assert unrouted == [], (
-        f"add a route for {unrouted} to jobs/routes.py ROUTES: without one the task runs on "
+        f"add a route for {unrouted} to jobs/runtime/routes.py ROUTES: without one the task runs "
+        "on "
         "the default queue and redrive refuses it (no route for task ...)"
     )
 
@@ -55,7 +56,7 @@ def test_every_task_has_a_route() -> None:
 def test_every_route_names_a_task() -> None:
     tasks = amply_tasks()
     stale = [p for p in ROUTES if not any(fnmatchcase(t, p) for t in tasks)]
-    assert stale == [], f"routes in jobs/routes.py that match no task: {stale}"
+    assert stale == [], f"routes in jobs/runtime/routes.py that match no task: {stale}"
 
 
 @pytest.mark.parametrize("stack", STACKS)

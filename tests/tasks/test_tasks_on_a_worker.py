@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import redis
 
-from jobs.celery_app import make_app
-from jobs.checkpoints import CHECKPOINTS_KEY, verify_chain
-from jobs.donations import record_donation
+from jobs.ledger.checkpoints import CHECKPOINTS_KEY, verify_chain
+from jobs.ledger.donations import record_donation
+from jobs.ledger.reports import generate_report
 from jobs.local.emulator import free_port
 from jobs.local.redis_server import RedisServer
-from jobs.reports import generate_report
+from jobs.runtime.app import make_app
 from tests.support.workers import run_worker
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import pytest
 import structlog
 import trustme
 
-from jobs import webhooks
+from jobs.webhooks import tasks as webhooks
 from tests.webhooks.receiver import Receiver
 
 SECRET = b"whsec_test_3f9a1c7e5b2d8046"
@@ -24,7 +24,8 @@ CERT_NAMES = ("localhost", "127.0.0.1", "::1", "hooks.amply.test")
 @pytest.fixture(autouse=True)
 def fresh_task_logger(monkeypatch: pytest.MonkeyPatch) -> None:
     """A logger not yet bound to any configuration: with ``cache_logger_on_first_use`` (set
-    by jobs.logging.configure_logging) a logger used before would ignore ``capture_logs``."""
+    by jobs.runtime.logging.configure_logging) a logger used before would ignore
+    ``capture_logs``."""
     monkeypatch.setattr(webhooks, "log", structlog.get_logger("amply.jobs.webhooks"))
 
 

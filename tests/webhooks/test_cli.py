@@ -10,8 +10,8 @@ import redis
 from click.testing import CliRunner
 
 from jobs.cli import main
-from jobs.endpoints import RedisRegistry, register
-from jobs.webhooks import delivery_key
+from jobs.webhooks.endpoints import RedisRegistry, register
+from jobs.webhooks.tasks import delivery_key
 from tests.webhooks.conftest import SECRET, Tls
 from tests.webhooks.receiver import Receiver
 
@@ -101,7 +101,7 @@ def test_delivery_lookup(redis_client: redis.Redis, redis_url: str) -> None:
 
 
 def test_no_redis_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs import donations
+    from jobs.ledger import donations
 
     monkeypatch.setattr(donations, "_client", None)
     code, _, err = run("list", env={"AMPLY_REDIS_URL": ""})

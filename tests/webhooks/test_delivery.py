@@ -1,4 +1,4 @@
-"""The delivery library (jobs/webhook_delivery.py) against real HTTPS and HTTP receivers on
+"""The delivery library (jobs/webhooks/delivery.py) against real HTTPS and HTTP receivers on
 loopback: signature, outcomes per status class, redirects, pinning, caps, timeouts, SSRF."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from jobs.webhook_delivery import (
+from jobs.webhooks.delivery import (
     MAX_RESPONSE_BYTES,
     USER_AGENT,
     DeliveryResult,

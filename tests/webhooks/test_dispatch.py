@@ -1,4 +1,4 @@
-"""One run of the webhook task without Celery (``jobs.webhooks.dispatch``): the registry in a
+"""One run of the webhook task without Celery (``jobs.webhooks.tasks.dispatch``): the registry in a
 real Redis, real HTTPS receivers, the outcome handling, the delivery record, and logs."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from jobs.endpoints import RedisRegistry, endpoint_key, register
-from jobs.errors import ConfigError
-from jobs.webhooks import (
+from jobs.runtime.errors import ConfigError
+from jobs.webhooks.endpoints import RedisRegistry, endpoint_key, register
+from jobs.webhooks.tasks import (
     DELIVERY_RECORD_TTL,
     DeliveryFailed,
     DeliverySettings,

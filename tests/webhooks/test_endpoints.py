@@ -1,4 +1,5 @@
-"""The endpoint registry (jobs/endpoints.py): Redis and JSON file, lookups, deactivation, and
+"""The endpoint registry (jobs/webhooks/endpoints.py): Redis and JSON file, lookups, deactivation,
+and
 bad entries reported in one line without the secret."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from jobs.endpoints import (
+from jobs.webhooks.endpoints import (
     Endpoint,
     EndpointError,
     FileRegistry,

@@ -1,4 +1,4 @@
-"""Address vetting (jobs/netguard.py) without any traffic: what is refused, and why."""
+"""Address vetting (jobs/webhooks/netguard.py) without any traffic: what is refused, and why."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs.netguard import AddressRefused, refusal, vet
+from jobs.webhooks.netguard import AddressRefused, refusal, vet
 
 PUBLIC = "93.184.216.34"
 

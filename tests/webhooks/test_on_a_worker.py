@@ -16,10 +16,10 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from jobs.celery_app import make_app
-from jobs.dlq import decode_body
-from jobs.endpoints import endpoint_key, register
-from jobs.webhooks import MAX_RETRIES, delivery_key
+from jobs.dlq.operations import decode_body
+from jobs.runtime.app import make_app
+from jobs.webhooks.endpoints import endpoint_key, register
+from jobs.webhooks.tasks import MAX_RETRIES, delivery_key
 from tests.support.runtime import Runtime, fast_tiers, runtime_factory
 from tests.support.runtime import decode_body as envelope
 from tests.support.workers import run_worker

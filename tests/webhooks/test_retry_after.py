@@ -15,16 +15,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from jobs.endpoints import RedisRegistry, register
-from jobs.retry import MAX_DELAY_SECONDS
-from jobs.webhook_delivery import (
+from jobs.runtime.retry import MAX_DELAY_SECONDS
+from jobs.webhooks.delivery import (
     RETRY_AFTER_CEILING,
     DeliveryResult,
     canonical_body,
     deliver,
     parse_retry_after,
 )
-from jobs.webhooks import DeliveryFailed, DeliverySettings, dispatch
+from jobs.webhooks.endpoints import RedisRegistry, register
+from jobs.webhooks.tasks import DeliveryFailed, DeliverySettings, dispatch
 from tests.webhooks.conftest import SECRET, Tls
 from tests.webhooks.receiver import Receiver
 

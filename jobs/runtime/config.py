@@ -2,7 +2,8 @@
 
 Pure: reads only the mapping it is given (``os.environ`` by default) and imports neither
 Celery nor the infra package, so the worker image, producers and tests share it. Every
-problem is a :class:`~jobs.errors.ConfigError` whose message is one line naming the variable.
+problem is a :class:`~jobs.runtime.errors.ConfigError` whose message is one line naming the
+variable.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlparse
 
-from jobs.errors import ConfigError
+from jobs.runtime.errors import ConfigError
 
 # The Celery queues the app routes to; every producer and worker needs all three URLs.
 ROUTED_QUEUES = ("high", "celery", "low")
 
 # A tier's visibility timeout is the *base* the worker extends while it holds a message
-# (jobs/visibility.py): at least 2 s, so that an extension can be sent before it lapses. The
+# (jobs/runtime/visibility.py): at least 2 s, so that an extension can be sent before it lapses. The
 # time limit is bounded by SQS's 12 hours from receipt instead.
 MIN_BASE_VISIBILITY = 2
 SQS_MAX_VISIBILITY = 43_200
@@ -32,7 +33,7 @@ SQS_MAX_VISIBILITY = 43_200
 ECS_STOP_TIMEOUT = 120
 MAX_SOFT_SHUTDOWN = 90
 DEFAULT_SOFT_SHUTDOWN = 90
-DEFAULT_RECEIVE_FILL_MS = 20  # about one in-region SQS round trip (jobs/transport.py)
+DEFAULT_RECEIVE_FILL_MS = 20  # about one in-region SQS round trip (jobs/runtime/transport.py)
 MAX_RECEIVE_FILL_MS = 1000
 
 
@@ -66,10 +67,10 @@ class RuntimeConfig:
     data_redis_url: str | None = None
     soft_shutdown_timeout: int = DEFAULT_SOFT_SHUTDOWN
     batch_acks: bool = True
-    """Delete acknowledged messages with DeleteMessageBatch (jobs/transport.py)."""
+    """Delete acknowledged messages with DeleteMessageBatch (jobs/runtime/transport.py)."""
     receive_fill_ms: int = DEFAULT_RECEIVE_FILL_MS
     """How long free prefetch slots of a busy queue wait for the others, so that one receive
-    fills them all (``AMPLY_SQS_RECEIVE_FILL_MS``; jobs/transport.py)."""
+    fills them all (``AMPLY_SQS_RECEIVE_FILL_MS``; jobs/runtime/transport.py)."""
 
     def limits_for(self, queue: str | None) -> TierLimits:
         """The limits of ``queue``; for a queue not known here, the strictest tier's, which

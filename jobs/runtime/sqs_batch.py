@@ -13,8 +13,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from jobs.errors import BulkEnqueueError
-from jobs.logging import get_logger
+from jobs.runtime.errors import BulkEnqueueError
+from jobs.runtime.logging import get_logger
 
 log = get_logger("amply.jobs.sqs_batch")
 
@@ -64,7 +64,7 @@ class PublishBatch:
     """A producer-scoped batch (see ``kombu.Producer.batch``): messages are kept until
     ``flush`` (at the latest when the context exits), then sent with SendMessageBatch."""
 
-    channel: Any  # jobs.transport.Channel
+    channel: Any  # jobs.runtime.transport.Channel
     max_size: int
     pending: list[BatchEntry] = field(default_factory=list)
     sent: int = 0

@@ -1,6 +1,6 @@
 """The worker's heartbeat: a file whose modification time says the worker's event loop runs.
 
-ECS's container health check (``python -m jobs.healthcheck``, see infra/workers.py and the
+ECS's container health check (``python -m jobs.runtime.healthcheck``, see infra/workers.py and the
 Dockerfile) reads the file's age. A Celery ``inspect ping`` would need a broadcast, which SQS
 does not have cheaply; this needs no broker round trip, so a slow or throttled SQS never fails
 the check, while a worker whose main loop is stuck (a deadlock, a blocking call) stops touching
@@ -12,7 +12,7 @@ timer. That timer is driven by the worker's event loop in the main process, so t
 goes on while the pool's children run long tasks, and stops when the loop does. Unset
 ``AMPLY_HEARTBEAT_FILE`` (local runs): the step does nothing.
 
-jobs/celery_app.py registers it with ``app.steps["consumer"].add(Heartbeat)``.
+jobs/runtime/app.py registers it with ``app.steps["consumer"].add(Heartbeat)``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 
 from celery import bootsteps
 
-from jobs.errors import ConfigError
-from jobs.logging import get_logger
+from jobs.runtime.errors import ConfigError
+from jobs.runtime.logging import get_logger
 
 DEFAULT_INTERVAL = 10.0
 MAX_INTERVAL = 60.0

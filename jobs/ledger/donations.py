@@ -289,7 +289,8 @@ def make_event(
         raise DonationError(f"currency {currency!r} is not an ISO 4217 code such as 'EUR'")
     if currency not in ISO_4217:
         raise DonationError(
-            f"currency {currency!r} is not an active ISO 4217 code (jobs.donations.ISO_4217): "
+            f"currency {currency!r} is not an active ISO 4217 code "
+            "(jobs.ledger.donations.ISO_4217): "
             "use one such as 'EUR' or 'USD'"
         )
     if donated_at is None:

@@ -1,6 +1,7 @@
 """``amply-jobs dlq``: inspect, export, redrive and purge the dead-letter queue.
 
-A thin shell over :mod:`jobs.dlq`: options and the contract's environment in, rich tables and
+A thin shell over :mod:`jobs.dlq.operations`: options and the contract's environment in, rich
+tables and
 progress out. Results go to stdout, structured logs (one event per message) to stderr. Every
 failure is one line on stderr and exit code 2; a run that finished but could not move or
 delete some messages exits 1.
@@ -15,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,8 +28,8 @@ from rich.progress import Progress as Bar
 from rich.table import Table
 from rich.text import Text
 
-from jobs import dlq as lib
-from jobs.cli_params import AwsRegion, Duration, EndpointURL, OneLineGroup
+from jobs.cli_support.params import AwsRegion, EndpointURL, OneLineGroup
+from jobs.dlq import operations as lib
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -143,6 +144,30 @@ def _event_logger(level: str) -> Any:
 
 class _DlqGroup(OneLineGroup):
     error_prefix = "error: "
+
+
+class Duration(click.ParamType):
+    """``90m``, ``2h``, ``7d`` (also ``s``, ``w``), at most :attr:`MAX`."""
+
+    name = "DURATION"
+    MAX = timedelta(days=3650)
+    """Ten years: far beyond SQS's 14-day retention (no message is older), and far below
+    what ``datetime`` can subtract from now without an ``OverflowError``."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The text as given, once it is known to parse (the command shows it as typed)."""
+        from jobs.dlq.operations import DlqError, parse_duration
+
+        try:
+            age = parse_duration(str(value))
+        except DlqError as exc:
+            self.fail(str(exc), param, ctx)
+        except OverflowError:
+            age = self.MAX + timedelta(seconds=1)
+        if age > self.MAX:
+            self.fail(f"{value!r} is too long: at most 3650d (SQS keeps a message 14 days at "
+                      "most, so 14d already takes every one)", param, ctx)  # fmt: skip
+        return str(value)
 
 
 @click.group("dlq", cls=_DlqGroup)

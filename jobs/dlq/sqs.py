@@ -14,7 +14,7 @@ import botocore.config
 import botocore.exceptions
 import structlog
 
-from jobs.dlq_messages import DlqMessage
+from jobs.dlq.messages import DlqMessage
 
 log = structlog.get_logger("amply.dlq")
 

@@ -30,9 +30,9 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.request import Request
 from kombu.common import ignore_errors
 
-from jobs import preflight
-from jobs.config import load_config
-from jobs.logging import get_logger
+from jobs.runtime import preflight
+from jobs.runtime.config import load_config
+from jobs.runtime.logging import get_logger
 
 log = get_logger("amply.jobs.worker")
 _celery_log = celery_logger(__name__)
@@ -138,7 +138,7 @@ class SoftShutdown:
     Here the handler only stops consuming and returns. The loop goes on processing results
     and acknowledgements; a timer on it ends the soft phase as soon as no task runs, or at
     the timeout, and then does what Celery does after its sleep: cancel what still runs (its
-    message is released at once by jobs/transport.py), stop the pool, terminate. A second
+    message is released at once by jobs/runtime/transport.py), stop the pool, terminate. A second
     signal cancels the running tasks and stops at once, a third kills (Celery's handlers).
     """
 
@@ -238,13 +238,13 @@ def _on_cold_signal(worker: Any, sig: str, *_: Any) -> None:
 
 
 class Worker(celery_worker.Worker):
-    """``celery worker``'s worker (``app.Worker``, see jobs/celery_app.py) with
+    """``celery worker``'s worker (``app.Worker``, see jobs/runtime/app.py) with
     :class:`SoftShutdown` on SIGQUIT, and on SIGTERM when ``REMAP_SIGTERM=SIGQUIT``."""
 
     def setup_queues(self, include: Any, exclude: Any = None) -> None:
         super().setup_queues(include, exclude)
         # Before the pool and the consumer exist: nothing is received by a worker that
-        # cannot do its work (jobs/preflight.py).
+        # cannot do its work (jobs/runtime/preflight.py).
         cfg = load_config(getattr(self.app, "amply_environ", None))
         consumed = sorted(self.app.amqp.queues.consume_from)
         found = preflight.problems(cfg, consumed)

@@ -6,9 +6,9 @@ What happens to a delivery (docs/webhooks.md has the receivers' side):
 - 410 Gone: the endpoint is marked inactive in the registry; done, no retry.
 - other 3xx/4xx: permanent failure, logged (``webhook_rejected``) and recorded; the task
   ends without error and is not retried.
-- URL or address refused (SSRF rules, jobs/netguard.py): permanent failure, logged
+- URL or address refused (SSRF rules, jobs/webhooks/netguard.py): permanent failure, logged
   (``webhook_refused``) and recorded; not retried.
-- 408, 429, 5xx, network errors: retried with SQS-delayed backoff (``jobs.retry``); when the
+- 408, 429, 5xx, network errors: retried with SQS-delayed backoff (``jobs.runtime.retry``); when the
   retries run out the error propagates and SQS dead-letters the message. A 429 or 503 with
   ``Retry-After`` delays the retry by at least that (at most SQS's 900 s); the retry counts
   against the retries like any other.
@@ -43,14 +43,12 @@ from typing import Any
 
 import redis
 
-from jobs.celery_app import app
-from jobs.donations import data_redis
-from jobs.endpoints import Registry, registry_from_environment
-from jobs.errors import ConfigError
-from jobs.logging import get_logger
-from jobs.netguard import Resolver, system_resolver
-from jobs.retry import MAX_DELAY_SECONDS, retry_with_backoff
-from jobs.webhook_delivery import (
+from jobs.ledger.donations import data_redis
+from jobs.runtime.app import app
+from jobs.runtime.errors import ConfigError
+from jobs.runtime.logging import get_logger
+from jobs.runtime.retry import MAX_DELAY_SECONDS, retry_with_backoff
+from jobs.webhooks.delivery import (
     CONNECT_TIMEOUT,
     MAX_RESPONSE_BYTES,
     TOTAL_TIMEOUT,
@@ -60,6 +58,8 @@ from jobs.webhook_delivery import (
     deliver,
     event_id,
 )
+from jobs.webhooks.endpoints import Registry, registry_from_environment
+from jobs.webhooks.netguard import Resolver, system_resolver
 
 log = get_logger("amply.jobs.webhooks")
 
@@ -72,7 +72,7 @@ return 0
 """
 CLAIM_MARGIN = 5.0  # seconds a claim outlives the longest delivery (resolution, clock skew)
 DELIVERY_RECORD_TTL = 14 * 24 * 3600  # SQS's longest retention: no redelivery comes later
-# Backoff from jobs.retry (full jitter, doubling from 2 s, capped at 900 s): twelve retries
+# Backoff from jobs.runtime.retry (full jitter, doubling from 2 s, capped at 900 s): twelve retries
 # span about 40 minutes on average before the message is dead-lettered.
 MAX_RETRIES = 12
 
@@ -133,7 +133,7 @@ def settings_from_environment(
 
 
 def _soft_time_limit(task: Any) -> float | None:
-    """The soft time limit of the tier the task runs on (jobs.worker.TieredRequest applies
+    """The soft time limit of the tier the task runs on (jobs.runtime.worker.TieredRequest applies
     the same); the strictest tier's when the queue is unknown."""
     tiers: dict[str, list[int]] = task.app.conf.get("amply_tiers") or {}
     if not tiers:

@@ -1,9 +1,9 @@
 """The Celery app of the Amply workers and producers, configured from the environment
-contract alone (docs/contract.md; parsed by :mod:`jobs.config`).
+contract alone (docs/contract.md; parsed by :mod:`jobs.runtime.config`).
 
 Importing this module never fails and never imports ``pulumi`` or ``infra`` (the worker
 image ships without them). The contract is read when the app's configuration is first
-needed (a publish, a worker start); a bad value raises :class:`~jobs.errors.ConfigError`
+needed (a publish, a worker start); a bad value raises :class:`~jobs.runtime.errors.ConfigError`
 there, in one line. Under the ``celery`` command it is read at import, and a bad value ends
 the process with that line and exit status 78 (EX_CONFIG) instead of a traceback.
 
@@ -17,7 +17,7 @@ get ``worker_soft_shutdown_timeout`` (90 s by default) to finish, then whatever 
 cancelled and its message released for another worker, and the worker exits inside the stop
 timeout. An idle worker does not wait (``worker_enable_soft_shutdown_on_idle`` False), and
 the phase ends with the last running task: :class:`AmplyCelery` gives ``celery worker`` the
-worker class of jobs/worker.py, whose soft phase keeps the event loop (and the acks) going.
+worker class of jobs/runtime/worker.py, whose soft phase keeps the event loop (and the acks) going.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from urllib.parse import urlparse
 
 from celery import Celery, Task, signals
 
-from jobs.config import load_config
-from jobs.errors import ConfigError
-from jobs.heartbeat import Heartbeat
-from jobs.logging import configure_logging, get_logger
-from jobs.protection import TaskProtection
-from jobs.routes import ROUTES
+from jobs.runtime.config import load_config
+from jobs.runtime.errors import ConfigError
+from jobs.runtime.heartbeat import Heartbeat
+from jobs.runtime.logging import configure_logging, get_logger
+from jobs.runtime.protection import TaskProtection
+from jobs.runtime.routes import ROUTES
 
-TASK_MODULES = ["jobs.webhooks", "jobs.checkpoints", "jobs.reports"]
+TASK_MODULES = ["jobs.webhooks.tasks", "jobs.ledger.checkpoints", "jobs.ledger.reports"]
 
 log = get_logger("amply.jobs.celery_app")
 
@@ -49,7 +49,7 @@ class AmplyCelery(Celery):
     @cached_property
     def Worker(self) -> Any:
         # `celery worker` builds this class: its soft shutdown keeps the event loop running.
-        return self.subclass_with_self("jobs.worker:Worker")
+        return self.subclass_with_self("jobs.runtime.worker:Worker")
 
     def _load_config(self) -> Any:
         # Fail closed. Celery marks an app configured before it evaluates lazy defaults, so
@@ -63,8 +63,8 @@ class AmplyCelery(Celery):
 
 
 class AmplyTask(Task):
-    # Time limits follow the queue a message came from (jobs/worker.py).
-    Request = "jobs.worker:TieredRequest"
+    # Time limits follow the queue a message came from (jobs/runtime/worker.py).
+    Request = "jobs.runtime.worker:TieredRequest"
 
 
 def broker_url(endpoint: str | None) -> str:
@@ -87,7 +87,7 @@ def settings_from_environment(environ: dict[str, str] | None = None) -> dict[str
         "wait_time_seconds": 20,
         "polling_interval": 1,
         "visibility_timeout": 1800,
-        # Acks deleted 10 per DeleteMessageBatch, releases batched (jobs/transport.py).
+        # Acks deleted 10 per DeleteMessageBatch, releases batched (jobs/runtime/transport.py).
         "amply_batch_acks": cfg.batch_acks,
         # Each tier's base visibility: asked for at receive, extended while a message is held.
         "amply_visibility": {name: t.visibility_timeout for name, t in cfg.tiers.items()},
@@ -108,7 +108,7 @@ def settings_from_environment(environ: dict[str, str] | None = None) -> dict[str
         transport_options["is_secure"] = urlparse(cfg.sqs_endpoint).scheme == "https"
     return {
         "broker_url": broker_url(cfg.sqs_endpoint),
-        "broker_transport": "jobs.transport:Transport",
+        "broker_transport": "jobs.runtime.transport:Transport",
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         # botocore retries a publish (above); Celery's retries on top would multiply the stall.
@@ -129,7 +129,7 @@ def settings_from_environment(environ: dict[str, str] | None = None) -> dict[str
         "worker_enable_remote_control": False,
         "worker_send_task_events": False,
         "task_send_sent_event": False,
-        "worker_consumer": "jobs.worker:Consumer",
+        "worker_consumer": "jobs.runtime.worker:Consumer",
         "result_backend": cfg.result_backend,
         "task_ignore_result": cfg.result_backend is None,
         "amply_env": cfg.env,
@@ -147,9 +147,10 @@ def make_app(environ: dict[str, str] | None = None, *, set_as_current: bool = Tr
     made = AmplyCelery(
         "amply", include=TASK_MODULES, task_cls=AmplyTask, set_as_current=set_as_current
     )
-    # The container health check reads the heartbeat this step writes (jobs/heartbeat.py).
+    # The container health check reads the heartbeat this step writes (jobs/runtime/heartbeat.py).
     made.steps["consumer"].add(Heartbeat)
-    # Inside ECS, the task is protected from scale-in while it holds tasks (jobs/protection.py).
+    # Inside ECS, the task is protected from scale-in while it holds tasks
+    # (jobs/runtime/protection.py).
     made.steps["consumer"].add(TaskProtection)
     # Read on the first access to app.conf (AmplyCelery._load_config): importing needs no
     # contract.

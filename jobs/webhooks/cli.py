@@ -22,11 +22,11 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from jobs.data_redis_cli import data_client, fail, redis_url_option
-from jobs.endpoints import EndpointError, RedisRegistry, endpoint_ids, register, set_active
-from jobs.netguard import AddressRefused, literal_address, parse_url, refusal
-from jobs.webhook_delivery import Outcome, canonical_body, deliver
-from jobs.webhooks import recorded_outcome, settings_from_environment
+from jobs.ledger.redis_option import data_client, fail, redis_url_option
+from jobs.webhooks.delivery import Outcome, canonical_body, deliver
+from jobs.webhooks.endpoints import EndpointError, RedisRegistry, endpoint_ids, register, set_active
+from jobs.webhooks.netguard import AddressRefused, literal_address, parse_url, refusal
+from jobs.webhooks.tasks import recorded_outcome, settings_from_environment
 
 
 def _fail(message: str) -> NoReturn:

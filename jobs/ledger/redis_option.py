@@ -1,5 +1,6 @@
-"""What the operator CLIs that read the tasks' data Redis (``ledger``, ``webhooks``) share:
-the ``--redis-url`` option and a client that answers, or a one-line error and exit code 2."""
+"""The ``--redis-url`` option of the operator commands that read the tasks' data Redis
+(``amply-jobs ledger``, ``amply-jobs webhooks``), and a client that answers, or a one-line error
+and exit code 2. It lives with the ledger because the ledger's module owns the connection."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def fail(group: str, message: str) -> NoReturn:
 def data_client(group: str, url: str | None) -> redis.Redis:
     """The data Redis from ``--redis-url`` or ``$AMPLY_REDIS_URL``, checked with a PING."""
     if url is None:
-        from jobs.donations import RedisNotConfigured, data_redis
+        from jobs.ledger.donations import RedisNotConfigured, data_redis
 
         try:
             client = data_redis()

@@ -31,7 +31,7 @@ from typing import Any
 from celery import bootsteps, signals
 from celery.worker import state
 
-from jobs.logging import get_logger
+from jobs.runtime.logging import get_logger
 
 log = get_logger("amply.jobs.protection")
 

@@ -35,9 +35,9 @@ from typing import Any, Literal
 import botocore.exceptions
 import structlog
 
-from jobs import dlq_sqs
-from jobs.dlq_messages import DlqMessage, Kind, decode_body, iso, read_export, safe_preview
-from jobs.dlq_sqs import (
+from jobs.dlq import sqs as dlq_sqs
+from jobs.dlq.messages import DlqMessage, Kind, decode_body, iso, read_export, safe_preview
+from jobs.dlq.sqs import (
     SQS_BATCH_MAX_ENTRIES,
     Depth,
     DlqError,
@@ -715,7 +715,7 @@ def _send(
     client: Any, tier: str, url: str, chunk: list[DlqMessage], result: RedriveResult
 ) -> list[DlqMessage]:
     """One SendMessageBatch of ``chunk`` to ``url``, bodies and attributes unchanged (one
-    added: :data:`~jobs.dlq_messages.FIRST_SENT`, when the message was first sent). Returns
+    added: :data:`~jobs.dlq.messages.FIRST_SENT`, when the message was first sent). Returns
     the messages SQS accepted intact; the others are recorded as failed."""
     entries = []
     for i, m in enumerate(chunk):

@@ -1,6 +1,6 @@
-"""The worker container's health check: ``python -m jobs.healthcheck [--max-age SECONDS]``.
+"""The worker container's health check: ``python -m jobs.runtime.healthcheck [--max-age SECONDS]``.
 
-Exits 0 when the heartbeat file (``AMPLY_HEARTBEAT_FILE``, written by :mod:`jobs.heartbeat`
+Exits 0 when the heartbeat file (``AMPLY_HEARTBEAT_FILE``, written by :mod:`jobs.runtime.heartbeat`
 from the worker's event loop) was touched at most ``--max-age`` seconds ago (default 60), and
 1 otherwise, with one line saying why. ECS (infra/workers.py) and the Dockerfile's HEALTHCHECK
 run it; after three failures in a row ECS replaces the task.
@@ -29,7 +29,7 @@ def check(path: Path, max_age: float, now: float | None = None) -> tuple[int, st
         mtime = path.stat().st_mtime
     except FileNotFoundError:
         return UNHEALTHY, (f"unhealthy: no heartbeat file {path}: the worker has not started "
-                           "consuming yet, or it does not load jobs.heartbeat")  # fmt: skip
+                           "consuming yet, or it does not load jobs.runtime.heartbeat")  # fmt: skip
     except OSError as exc:
         return UNHEALTHY, f"unhealthy: cannot read heartbeat file {path}: {exc.strerror}"
     age = (time.time() if now is None else now) - mtime
@@ -41,7 +41,7 @@ def check(path: Path, max_age: float, now: float | None = None) -> tuple[int, st
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m jobs.healthcheck",
+        prog="python -m jobs.runtime.healthcheck",
         description="Exit 0 if the worker's heartbeat file is fresh, 1 if not.",
     )
     parser.add_argument("--max-age", type=float, default=DEFAULT_MAX_AGE,

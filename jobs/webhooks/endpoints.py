@@ -15,7 +15,7 @@ Two stores, one interface (:class:`Registry`):
   ``secret`` is a string whose UTF-8 bytes are the signing key; ``active`` (default true) and
   ``local`` (default false) are optional. Deactivating rewrites the file atomically.
 
-``local`` allows plain http and loopback addresses (jobs/netguard.py); never set it for a
+``local`` allows plain http and loopback addresses (jobs/webhooks/netguard.py); never set it for a
 partner's endpoint. An :class:`Endpoint`'s ``repr`` never shows the secret.
 """
 

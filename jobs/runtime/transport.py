@@ -4,7 +4,7 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
 
 * **Size guard.** Every publish passes through :meth:`Channel._put`; the exact SQS request
   kombu would make is built first (its base64 and JSON layers included) and a body over
-  SQS's 262,144 bytes raises :class:`~jobs.errors.PayloadTooLarge` before anything is sent.
+  SQS's 262,144 bytes raises :class:`~jobs.runtime.errors.PayloadTooLarge` before anything is sent.
 * **No declare round trip.** With ``predefined_queues`` the queues exist by contract, so
   declaring one (which Celery does before its first publish on a connection) is answered
   locally instead of with a ``GetQueueAttributes`` per queue and connection.
@@ -53,10 +53,10 @@ from amqp.protocol import queue_declare_ok_t
 from kombu.transport import SQS, virtual
 from vine import promise, transform
 
-from jobs.config import DEFAULT_RECEIVE_FILL_MS
-from jobs.errors import PayloadTooLarge
-from jobs.logging import get_logger
-from jobs.sqs_batch import (
+from jobs.runtime.config import DEFAULT_RECEIVE_FILL_MS
+from jobs.runtime.errors import PayloadTooLarge
+from jobs.runtime.logging import get_logger
+from jobs.runtime.sqs_batch import (
     ACK_BATCH,
     ACK_FLUSH_SECONDS,
     SQS_MAX_BYTES,
@@ -68,7 +68,7 @@ from jobs.sqs_batch import (
     message_size,
     send_handles,
 )
-from jobs.visibility import Extension, Keeper, tick_seconds
+from jobs.runtime.visibility import Extension, Keeper, tick_seconds
 
 __all__ = ["ACK_BATCH", "SQS_MAX_BYTES", "Channel", "QoS", "Transport"]
 
@@ -509,7 +509,7 @@ class Channel(SQS.Channel):
         finally:
             self._slot_freed()
 
-    # -- visibility that follows the task (jobs/visibility.py) ----------------------------
+    # -- visibility that follows the task (jobs/runtime/visibility.py) ----------------------------
 
     def visibility_of(self, queue: str) -> int | None:
         """The tier's base visibility (AMPLY_TIERS), or None: the queue's own, not extended."""

@@ -17,10 +17,10 @@ import structlog
 from rich.console import Console
 from rich.table import Table
 
-from jobs.checkpoints import LedgerCorrupt, checkpoint_summary, verify_chain
-from jobs.data_redis_cli import data_client, fail, redis_url_option
-from jobs.donations import DonationError, org_index_key
-from jobs.reports import BadMonth, LedgerInconsistent, report_summary
+from jobs.ledger.checkpoints import LedgerCorrupt, checkpoint_summary, verify_chain
+from jobs.ledger.donations import DonationError, org_index_key
+from jobs.ledger.redis_option import data_client, fail, redis_url_option
+from jobs.ledger.reports import BadMonth, LedgerInconsistent, report_summary
 
 
 def _fail(message: str) -> NoReturn:

@@ -22,7 +22,7 @@ import redis
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from jobs.config import RuntimeConfig
+from jobs.runtime.config import RuntimeConfig
 
 TIMEOUT_SECONDS = 3
 _CLIENT_CONFIG = Config(connect_timeout=TIMEOUT_SECONDS, read_timeout=TIMEOUT_SECONDS,

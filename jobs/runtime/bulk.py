@@ -2,12 +2,12 @@
 
 The messages are made by Celery's ordinary publish path (``apply_async``: routing, message
 protocol 2, kombu's JSON and base64 layers, the size guard), inside a kombu publish batch
-that the project transport (jobs/transport.py) sends 10 per request and within the batch's
+that the project transport (jobs/runtime/transport.py) sends 10 per request and within the batch's
 262,144 bytes. A stock worker cannot tell them from those of ``.delay()``.
 
 Nothing is sent until every message has been built: a bad argument or an oversize payload
 raises before the first request, and the call sends all or nothing of what it could build.
-Entries SQS refuses are retried; those still refused raise :class:`~jobs.errors.
+Entries SQS refuses are retried; those still refused raise :class:`~jobs.runtime.errors.
 BulkEnqueueError` with their task ids, every other message having been sent.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from jobs.logging import get_logger
+from jobs.runtime.logging import get_logger
 
 log = get_logger("amply.jobs.bulk")
 
@@ -34,7 +34,7 @@ def enqueue_many(task: Any, arg_tuples: Iterable[Sequence[Any]], **options: Any)
         if not producer.supports_batch_publish:
             raise RuntimeError(
                 f"broker transport {app.conf.broker_transport!r} cannot batch publishes; "
-                "enqueue_many needs jobs.transport:Transport"
+                "enqueue_many needs jobs.runtime.transport:Transport"
             )
         # max_size: keep everything until the context exits, so that nothing is sent
         # unless every message could be built.

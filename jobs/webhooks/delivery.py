@@ -5,7 +5,7 @@ JSON (sorted keys, no whitespace, ASCII); the header is
 ``Amply-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``.
 
 The request is hardened against a hostile receiver URL and a hostile receiver:
-- the URL and every address its host resolves to are vetted first (:mod:`jobs.netguard`),
+- the URL and every address its host resolves to are vetted first (:mod:`jobs.webhooks.netguard`),
   and libcurl is pinned to the vetted address (``RESOLVE``): it does no DNS of its own;
 - proxies from the environment are ignored (they would bypass the pinning), only HTTP(S) is
   allowed, redirects are never followed (a 3xx is a permanent failure);
@@ -40,7 +40,7 @@ from typing import Any
 
 import pycurl
 
-from jobs.netguard import AddressRefused, Resolver, Target, system_resolver, vet
+from jobs.webhooks.netguard import AddressRefused, Resolver, Target, system_resolver, vet
 
 CONNECT_TIMEOUT = 5.0
 TOTAL_TIMEOUT = 15.0

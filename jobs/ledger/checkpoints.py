@@ -4,7 +4,7 @@ A checkpoint seals the donation events recorded since the previous one (a contig
 of the events stream) and links to the previous checkpoint by hash, so that changing,
 removing or inserting an event or a checkpoint afterwards shows up in ``verify_chain``.
 
-Checkpoint (canonical JSON, see ``jobs.donations.canonical_json``)::
+Checkpoint (canonical JSON, see ``jobs.ledger.donations.canonical_json``)::
 
     {"v": 1, "sequence": n (1, 2, ...), "prev_hash": hex SHA-256 of the previous checkpoint's
      stored bytes ("0" * 64 for the first), "first_id"/"last_id": the stream ids it covers
@@ -40,8 +40,7 @@ from typing import Any
 
 import redis
 
-from jobs.celery_app import app
-from jobs.donations import (
+from jobs.ledger.donations import (
     DonationError,
     StoredEvent,
     as_bytes,
@@ -53,8 +52,9 @@ from jobs.donations import (
     sha256_hex,
     stream_id_key,
 )
-from jobs.logging import get_logger
-from jobs.retry import retry_with_backoff
+from jobs.runtime.app import app
+from jobs.runtime.logging import get_logger
+from jobs.runtime.retry import retry_with_backoff
 
 log = get_logger("amply.jobs.checkpoints")
 

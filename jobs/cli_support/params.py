@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import difflib
 import functools
-import json
 import sys
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
-
-if TYPE_CHECKING:
-    from infra.settings import SettingsError
 
 PROG = "amply-jobs"
 
@@ -124,48 +119,3 @@ class AwsRegion(click.ParamType):
         if problem is not None:
             self.fail(problem, param, ctx)
         return text
-
-
-class Duration(click.ParamType):
-    """``90m``, ``2h``, ``7d`` (also ``s``, ``w``), at most :attr:`MAX`."""
-
-    name = "DURATION"
-    MAX = timedelta(days=3650)
-    """Ten years: far beyond SQS's 14-day retention (no message is older), and far below
-    what ``datetime`` can subtract from now without an ``OverflowError``."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        """The text as given, once it is known to parse (the command shows it as typed)."""
-        from jobs.dlq import DlqError, parse_duration
-
-        try:
-            age = parse_duration(str(value))
-        except DlqError as exc:
-            self.fail(str(exc), param, ctx)
-        except OverflowError:
-            age = self.MAX + timedelta(seconds=1)
-        if age > self.MAX:
-            self.fail(f"{value!r} is too long: at most 3650d (SQS keeps a message 14 days at "
-                      "most, so 14d already takes every one)", param, ctx)  # fmt: skip
-        return str(value)
-
-
-def settings_line(exc: SettingsError) -> str:
-    """The settings error on one line, with an unknown key's value left out (it can be a
-    whole mapping) and the nearest known key suggested."""
-    from infra.settings import TOP_LEVEL_KEYS
-
-    parts = []
-    for p in exc.problems:
-        if str(p.rule).startswith("unknown key"):
-            # The rule lists the known keys of where the key sits ("known keys: a, b").
-            _, _, listed = str(p.rule).partition("known keys:")
-            known = [k.strip() for k in listed.split(",") if k.strip()] or list(TOP_LEVEL_KEYS)
-            leaf = p.key.rsplit(".", 1)[-1]
-            near = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
-            what = f"did you mean {near[0]}?" if near else f"known keys: {', '.join(known)}"
-            parts.append(f"{p.key}: unknown key; {what}")
-        else:
-            value = json.dumps(p.value, default=str)
-            parts.append(f"{p.key} = {value}: {p.rule}")
-    return one_line(f"invalid stack settings in {exc.source}: " + "; ".join(parts))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import Any, NoReturn
 
-from jobs.logging import get_logger
+from jobs.runtime.logging import get_logger
 
 log = get_logger("amply.jobs.retry")
 

@@ -1,5 +1,5 @@
 """Visibility that follows the task: which held messages need their visibility extended, and
-by how much. Pure bookkeeping; the transport (jobs/transport.py) does the requests.
+by how much. Pure bookkeeping; the transport (jobs/runtime/transport.py) does the requests.
 
 A tier's visibility timeout is a short *base* (AMPLY_TIERS ``visibility_timeout``): a message
 a worker receives is invisible for that long, and the worker extends it, before it lapses, for

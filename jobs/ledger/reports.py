@@ -19,8 +19,7 @@ from typing import Any
 
 import redis
 
-from jobs.celery_app import app
-from jobs.donations import (
+from jobs.ledger.donations import (
     DonationEvent,
     canonical_json,
     check_org_id,
@@ -33,8 +32,9 @@ from jobs.donations import (
     sha256_hex,
     stream_id_key,
 )
-from jobs.logging import get_logger
-from jobs.retry import retry_with_backoff
+from jobs.runtime.app import app
+from jobs.runtime.logging import get_logger
+from jobs.runtime.retry import retry_with_backoff
 
 log = get_logger("amply.jobs.reports")
 
