@@ -25,6 +25,10 @@ from typing import Any
 
 import yaml
 
+# The one piece of the job system the settings read: which tier each task runs on (a pure table,
+# no Celery), so that a stack without a tier some task needs is refused here, before deploy.
+from jobs.runtime.routes import ROUTES
+
 PROJECT = "amply-jobs"
 """The Pulumi project name, and so the config namespace of every key below."""
 
@@ -871,6 +875,20 @@ def _check_invariants(r: _Reader, s: StackSettings) -> None:
             bad(f"{key}.memory", g.memory,
                 f"Fargate cpu {g.cpu} allows memory {allowed[0]}..{allowed[-1]} MiB "
                 f"in steps of {allowed[1] - allowed[0]}", f"{key}.cpu")  # fmt: skip
+
+    # Every tier is consumed and every route lands on a tier: a tier no group reads fills up
+    # unseen, and a task routed to a missing tier fails on every publish and every redrive.
+    consumed = {q for g in s.worker_groups for q in g.queues}
+    for i, t in enumerate(s.tiers):
+        if t.name and t.name not in consumed:
+            bad(f"tiers[{i}].name", t.name,
+                "no worker group consumes this tier: add it to a workerGroups[].queues list "
+                "or remove the tier")  # fmt: skip
+    for pattern, tier in ROUTES.items():
+        if s.tiers and tier not in seen:
+            bad("tiers", [t.name for t in s.tiers],
+                f"has no tier {tier!r}, which tasks {pattern} are routed to "
+                "(jobs/runtime/routes.py): add the tier or change the route")  # fmt: skip
 
 
 def metric_id(tier: str) -> str:

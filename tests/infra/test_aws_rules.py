@@ -38,6 +38,13 @@ def tiers(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return result
 
 
+def add_tiers(doc: dict[str, Any], *added: dict[str, Any]) -> None:
+    """Add tiers like ``low``, consumed by the ``low`` worker group (a tier no group consumes
+    is refused on its own)."""
+    tiers(doc).extend(added)
+    doc["config"][NS + "workerGroups"][1]["queues"].extend(t["name"] for t in added)
+
+
 def test_fargate_spot_on_arm64_is_refused() -> None:
     doc = dev_doc()
     group(doc, 1).update(architecture="ARM64", spot=True)  # low: spot in the dev stack
@@ -91,20 +98,24 @@ def test_an_alarm_window_over_a_day_is_refused_and_one_day_is_accepted() -> None
 def test_more_than_ten_tiers_are_refused() -> None:
     doc = dev_doc()
     extra = [dict(tiers(doc)[2], name=f"t{i}", queue=f"celery-t{i}") for i in range(8)]
-    tiers(doc).extend(extra)  # 11 tiers
+    add_tiers(doc, *extra)  # 11 tiers
     (problem,) = refused(doc)
     assert problem.startswith("tiers = [")
     assert "at most 10 tiers: the DLQ's RedriveAllowPolicy names at most 10 source queues" in (
         problem
     )
     tiers(doc).pop()  # 10 tiers
+    doc["config"][NS + "workerGroups"][1]["queues"].pop()
     from_mapping(doc, "dev")
 
 
 def test_tier_names_that_make_one_metric_id_are_refused() -> None:
     doc = dev_doc()
-    tiers(doc).append(dict(tiers(doc)[2], name="low-prio", queue="celery-low-prio"))
-    tiers(doc).append(dict(tiers(doc)[2], name="low_prio", queue="celery-low_prio"))
+    add_tiers(
+        doc,
+        dict(tiers(doc)[2], name="low-prio", queue="celery-low-prio"),
+        dict(tiers(doc)[2], name="low_prio", queue="celery-low_prio"),
+    )
     (problem,) = refused(doc)
     assert problem.startswith(
         'tiers[4].name = "low_prio": collides with tiers[3] (low-prio) as the CloudWatch '
@@ -146,7 +157,7 @@ def test_a_new_tier_is_on_the_dlqs_allow_list_before_its_redrive_policy_points_t
     # allow list lacks the source queue. The allow list is built from the queue names, depends
     # on no tier, and every tier waits for it.
     doc = dev_doc()
-    tiers(doc).append(dict(tiers(doc)[2], name="reports", queue="celery-reports"))
+    add_tiers(doc, dict(tiers(doc)[2], name="reports", queue="celery-reports"))
     b = build(from_mapping(doc, "dev"))
     (allow,) = b.monitor.of_type(REDRIVE_ALLOW)
     listed = json.loads(allow.inputs["redriveAllowPolicy"])["sourceQueueArns"]

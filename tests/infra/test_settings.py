@@ -158,6 +158,19 @@ INVALID: list[tuple[str, Mutation, str]] = [
         setter("tiers", (0, "visibilityTimeoutSeconds"), 1),
         "tiers[0].visibilityTimeoutSeconds",
     ),
+    (
+        "tier no worker group consumes",
+        setter("workerGroups", (1, "queues"), ["celery"]),
+        "tiers[2].name",
+    ),
+    (
+        "a task routed to a tier the stack lacks",
+        lambda doc: (
+            cfg(doc, "tiers").pop(2),
+            cfg(doc, "workerGroups").pop(1),
+        ),
+        "tiers",
+    ),
 ]
 
 
