@@ -878,9 +878,11 @@ def _check_invariants(r: _Reader, s: StackSettings) -> None:
 
     # Every tier is consumed and every route lands on a tier: a tier no group reads fills up
     # unseen, and a task routed to a missing tier fails on every publish and every redrive.
+    # (A group already reported may have lost the very queue that would consume the tier.)
+    groups_sound = not any(k.startswith("workerGroups") for k in reported)
     consumed = {q for g in s.worker_groups for q in g.queues}
     for i, t in enumerate(s.tiers):
-        if t.name and t.name not in consumed:
+        if groups_sound and t.name and t.name not in consumed:
             bad(f"tiers[{i}].name", t.name,
                 "no worker group consumes this tier: add it to a workerGroups[].queues list "
                 "or remove the tier")  # fmt: skip
