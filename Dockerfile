@@ -1,4 +1,5 @@
-# The worker image: the `jobs` package and its runtime dependencies, nothing else. No pulumi,
+# The worker image: the `jobs` package, the route table it shares with the Pulumi program
+# (`contract`) and their runtime dependencies, nothing else. No pulumi,
 # no infra/ (see .dockerignore): the Pulumi program never runs here. ECS gives each worker
 # group its command, environment and secrets (infra/workers.py); the defaults below match.
 FROM python:3.11-slim-bookworm
@@ -16,6 +17,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Runtime dependencies only: pyproject's [project] dependencies, no extras. pycurl ships
 # manylinux wheels with libcurl inside, so no compiler or system package is needed.
 COPY pyproject.toml /src/
+COPY contract /src/contract
 COPY jobs /src/jobs
 RUN pip install --no-cache-dir /src \
     && rm -rf /src \

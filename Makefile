@@ -35,7 +35,7 @@ lint-ci: $(STAMP)
 	$(VENV)/bin/zizmor --offline --min-severity medium .github/workflows/
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy infra jobs __main__.py
+	$(VENV)/bin/mypy infra jobs contract __main__.py
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"

@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-# The one piece of the job system the settings read: which tier each task runs on (a pure table,
-# no Celery), so that a stack without a tier some task needs is refused here, before deploy.
-from jobs.runtime.routes import ROUTES
+# Which tier each task runs on, the table producers and the DLQ tool route by: a stack without
+# a tier some task needs is refused here, before deploy.
+from contract.routes import ROUTES
 
 PROJECT = "amply-jobs"
 """The Pulumi project name, and so the config namespace of every key below."""
@@ -890,7 +890,7 @@ def _check_invariants(r: _Reader, s: StackSettings) -> None:
         if s.tiers and tier not in seen:
             bad("tiers", [t.name for t in s.tiers],
                 f"has no tier {tier!r}, which tasks {pattern} are routed to "
-                "(jobs/runtime/routes.py): add the tier or change the route")  # fmt: skip
+                "(contract/routes.py): add the tier or change the route")  # fmt: skip
 
 
 def metric_id(tier: str) -> str:

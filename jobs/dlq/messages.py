@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from jobs.runtime.routes import route_for
+from contract.routes import route_for
 
 PREVIEW_CHARS = 80
 

@@ -32,11 +32,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from contract.routes import route_for
 from infra.settings import StackSettings
 from jobs.local import worker_hooks
 from jobs.local.receiver import Receiver
 from jobs.local.status import Snapshot
-from jobs.runtime.routes import route_for
 
 MIX = (("webhook", 0.70), ("checkpoint", 0.20), ("report", 0.10))
 """The share of each kind of task, as in production."""
@@ -46,7 +46,7 @@ TASKS = {
     "report": "amply.jobs.reports.generate_monthly_report",
 }
 TIER = {kind: route_for(name) or "celery" for kind, name in TASKS.items()}
-"""Each kind's tier, from the app's routes (jobs/runtime/routes.py): high, celery, low."""
+"""Each kind's tier, from the app's routes (contract/routes.py): high, celery, low."""
 CHUNK = 10  # one SendMessageBatch
 ORGS = tuple(f"demo-org-{i}" for i in range(1, 6))
 ENDPOINTS = ("demo-crm", "demo-ledger", "demo-mailer")

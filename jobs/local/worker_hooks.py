@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from celery.signals import task_postrun, task_prerun, worker_ready
 
-from jobs.runtime.routes import route_for
+from contract.routes import route_for
 
 PREFIX = "amply:dev:"
 READY_KEY = PREFIX + "ready"  # hash: worker hostname -> ready time

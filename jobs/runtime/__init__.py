@@ -1,6 +1,6 @@
 """What a worker process needs and nothing else: the Celery app (``app``), the SQS transport and
 its batches, the worker's bootsteps (per-message handling, visibility, scale-in protection,
-start-up checks), the environment contract (``config``), retries, routes, the heartbeat and
+start-up checks), the environment contract (``config``), retries, the heartbeat and
 the health check, and ``enqueue_many`` for producers (``bulk``).
 
 The worker image runs ``celery -A jobs.runtime.app worker``. This package never imports

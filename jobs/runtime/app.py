@@ -30,12 +30,12 @@ from urllib.parse import urlparse
 
 from celery import Celery, Task, signals
 
+from contract.routes import ROUTES
 from jobs.runtime.config import load_config
 from jobs.runtime.errors import ConfigError
 from jobs.runtime.heartbeat import Heartbeat
 from jobs.runtime.logging import configure_logging, get_logger
 from jobs.runtime.protection import TaskProtection
-from jobs.runtime.routes import ROUTES
 
 TASK_MODULES = ["jobs.webhooks.tasks", "jobs.ledger.checkpoints", "jobs.ledger.reports"]
 

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import botocore.client
 from celery import Celery
 
-from jobs.runtime.routes import ROUTES
+from contract.routes import ROUTES
 from tests.support.sqs import REGION
 
 WEBHOOK = "amply.jobs.webhooks.dispatch_webhook"

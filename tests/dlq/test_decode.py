@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contract.routes import route_for
 from jobs.dlq.operations import DlqError, TokenBucket, decode_body, parse_duration, safe_preview
-from jobs.runtime.routes import route_for
 from tests.dlq.messages import CHECKPOINT, REPORT, WEBHOOK, celery_bodies, producer
 
 

@@ -88,11 +88,15 @@ def test_image_is_runtime_only_and_not_root() -> None:
     assert "pip install --no-cache-dir /src" in runs and "[" not in runs, "no extras"
     assert not any("pulumi" in a.lower() for _, a in ops), "no pulumi in the image"
     copies = [a for op, a in ops if op == "COPY"]
-    assert copies == ["pyproject.toml /src/", "jobs /src/jobs"], "infra/ never enters the image"
+    assert copies == [
+        "pyproject.toml /src/",
+        "contract /src/contract",
+        "jobs /src/jobs",
+    ], "infra/ never enters the image"
     (user,) = [a for op, a in ops if op == "USER"]
     assert user.split(":")[0] not in ("root", "0")
     ignore = (ROOT / ".dockerignore").read_text().split()
-    assert ignore[ignore.index("*") :][:3] == ["*", "!pyproject.toml", "!jobs/"]
+    assert ignore[ignore.index("*") :][:4] == ["*", "!pyproject.toml", "!contract/", "!jobs/"]
     (cmd,) = [a for op, a in ops if op == "CMD"]
     assert json.loads(cmd)[:4] == ["celery", "-A", "jobs.runtime.app", "worker"]
 

@@ -271,7 +271,7 @@ def test_producer_path_works_with_the_producer_policy_only(
     runtime_stack: EnforcedStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = producer_app(runtime_stack, "producer", monkeypatch)
-    # send_task by wire name, as the API service does: routed to each tier by jobs.runtime.routes.
+    # send_task by wire name, as the API service does: routed to each tier by contract.routes.
     app.send_task(WEBHOOK, args=["endpoint-1", "event-1"])
     app.send_task(CHECKPOINT)
     app.send_task(REPORT, args=["org-1", "2025-03"])

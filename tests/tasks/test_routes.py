@@ -1,4 +1,4 @@
-"""Routes, tasks and tiers agree (issue 18, finding 4). ``jobs/runtime/routes.py`` is the one table
+"""Routes, tasks and tiers agree (issue 18, finding 4). ``contract/routes.py`` is the one table
 the producer (``task_routes``) and redrive (``route_for``) both read; these checks catch what
 a newcomer adding a task or a tier would otherwise find in production: a task without a
 route runs on Celery's default queue but is refused by redrive; a route to a tier the stack
@@ -15,8 +15,8 @@ from fnmatch import fnmatchcase
 
 import pytest
 
+from contract.routes import ROUTES, route_for
 from infra.settings import ROOT, load_stack
-from jobs.runtime.routes import ROUTES, route_for
 
 STACKS = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml")
                 for p in ROOT.glob("Pulumi.*.yaml"))  # fmt: skip
@@ -47,7 +47,7 @@ def test_every_task_has_a_route() -> None:
     assert tasks, "no amply.jobs.* task registered"
     unrouted = [t for t in tasks if route_for(t) is None]
     assert unrouted == [], (
-        f"add a route for {unrouted} to jobs/runtime/routes.py ROUTES: without one the task runs "
+        f"add a route for {unrouted} to contract/routes.py ROUTES: without one the task runs "
         "on "
         "the default queue and redrive refuses it (no route for task ...)"
     )
@@ -56,7 +56,7 @@ def test_every_task_has_a_route() -> None:
 def test_every_route_names_a_task() -> None:
     tasks = amply_tasks()
     stale = [p for p in ROUTES if not any(fnmatchcase(t, p) for t in tasks)]
-    assert stale == [], f"routes in jobs/runtime/routes.py that match no task: {stale}"
+    assert stale == [], f"routes in contract/routes.py that match no task: {stale}"
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -1,0 +1,8 @@
+"""What the Pulumi program and the job system both read, and so neither may own: the route
+table (which tier each task runs on, ``routes``).
+
+Pure data and pure functions: this package imports nothing of ``jobs``, ``infra``, Celery,
+kombu or Pulumi (an import-linter contract in ``pyproject.toml``). The settings check the
+stack's tiers against it; producers, workers and the DLQ tool route by it; the worker image
+ships it beside ``jobs``.
+"""
