@@ -24,7 +24,14 @@ from rich.table import Table
 
 from jobs.ledger.redis_option import data_client, fail, redis_url_option
 from jobs.webhooks.delivery import Outcome, canonical_body, deliver
-from jobs.webhooks.endpoints import EndpointError, RedisRegistry, endpoint_ids, register, set_active
+from jobs.webhooks.endpoints import (
+    EndpointError,
+    RedisRegistry,
+    endpoint_ids,
+    endpoint_key,
+    register,
+    set_active,
+)
 from jobs.webhooks.netguard import AddressRefused, literal_address, parse_url, refusal
 from jobs.webhooks.tasks import recorded_outcome, settings_from_environment
 
@@ -88,8 +95,16 @@ def add(redis_url: str | None, endpoint_id: str, url: str, local: bool, inactive
         generated = None
     else:
         secret = generated = "whsec_" + secrets.token_urlsafe(32)
-    register(_client(redis_url), endpoint_id, url, secret, active=not inactive, local=local)
-    click.echo(f"endpoint {endpoint_id}: {'inactive' if inactive else 'active'}, {url}")
+    client = _client(redis_url)
+    # "Create or replace": a replaced endpoint's receiver keeps checking the old secret, so the
+    # operator is told, rather than finding out from a partner's rejected deliveries.
+    replaced = bool(client.exists(endpoint_key(endpoint_id)))
+    register(client, endpoint_id, url, secret, active=not inactive, local=local)
+    verb = "replaced" if replaced else "endpoint"
+    click.echo(f"{verb} {endpoint_id}: {'inactive' if inactive else 'active'}, {url}")
+    if replaced:
+        click.echo(f"the previous signing secret of {endpoint_id} no longer signs its deliveries: "
+                   "give the receiver the one below before it rejects them", err=True)  # fmt: skip
     if generated is not None:
         click.echo(f"signing secret (shown once; give it to the receiver): {generated}")
 

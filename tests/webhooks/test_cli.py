@@ -36,6 +36,19 @@ def test_add_generates_a_secret_shown_once_and_list_never_shows_it(
     assert secret not in out and "t0k" not in out
 
 
+def test_adding_an_existing_endpoint_says_it_replaced_it_and_its_secret(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    code, out, err = run("add", "ep-9", "https://a.example/", "--redis-url", redis_url)
+    assert code == 0 and out.startswith("endpoint ep-9: active") and "previous" not in err
+    code, out, err = run("add", "ep-9", "https://b.example/", "--redis-url", redis_url)
+    assert code == 0 and out.startswith("replaced ep-9: active, https://b.example/"), out
+    assert "the previous signing secret of ep-9 no longer signs its deliveries" in err
+    [secret] = re.findall(r"signing secret \(shown once; give it to the receiver\): (\S+)", out)
+    endpoint = RedisRegistry(redis_client).get("ep-9")
+    assert endpoint is not None and endpoint.secret == secret.encode()
+
+
 def test_add_takes_the_secret_from_a_variable(redis_client: redis.Redis, redis_url: str) -> None:
     code, out, _ = run("add", "ep-2", "http://127.0.0.1:9000/h", "--local", "--inactive",
                        "--secret-env", "PARTNER_SECRET", "--redis-url", redis_url,
