@@ -30,11 +30,13 @@ from infra.policy.rules import (
     alarm_on_every_queue,
     check_all,
     dead_letter_queue_names,
+    immutable_scanned_repositories,
     long_polling,
     no_wildcards,
     queue_encryption,
     redrive_on_every_queue,
     resources_from_plan,
+    services_roll_back,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,6 +226,33 @@ def test_a_queue_without_an_alarm_fails(plan_of: PlanOf) -> None:
     assert v.resource == "amply-celery-low"
 
 
+def test_a_mutable_or_unscanned_image_repository_fails(plan_of: PlanOf) -> None:
+    repo = "aws:ecr/repository:Repository"
+    assert immutable_scanned_repositories(resources(plan_of)) == []
+    broken = replace(resources(plan_of), "worker-images", repo, imageTagMutability="MUTABLE",
+                     imageScanningConfiguration={"scanOnPush": False})  # fmt: skip
+    found = immutable_scanned_repositories(broken)
+    assert [(v.resource, v.message.split(" ")[0]) for v in found] == [
+        ("amply-jobs", "imageTagMutability"),
+        ("amply-jobs", "imageScanningConfiguration.scanOnPush"),
+    ]
+
+
+@pytest.mark.parametrize(("change", "fragment"), [
+    ({"deploymentCircuitBreaker": {"enable": True, "rollback": False}}, "deploymentCircuitBreaker"),
+    ({"alarms": None}, "alarms must have"),
+    ({"alarms": {"alarmNames": ["x"], "enable": True, "rollback": False}}, "alarms must have"),
+    ({"waitForSteadyState": False}, "waitForSteadyState"),
+])  # fmt: skip
+def test_a_service_that_does_not_roll_back_or_wait_fails(
+    plan_of: PlanOf, change: dict[str, Any], fragment: str
+) -> None:
+    assert services_roll_back(resources(plan_of)) == []
+    broken = replace(resources(plan_of), "worker-low", "aws:ecs/service:Service", **change)
+    (v,) = services_roll_back(broken)
+    assert v.resource == "amply-worker-low" and v.message.startswith(fragment)
+
+
 # ---- the CrossGuard wiring ------------------------------------------------------------------
 
 
@@ -376,6 +405,11 @@ def test_on_a_first_preview_each_resource_rule_reports_a_violating_resource(
     broken = replace(broken, "worker-high-task", "aws:iam/role:Role", assumeRolePolicy=(
         '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*",'
         '"Action":"sts:AssumeRole"}]}'))  # fmt: skip
+    broken = replace(broken, "worker-images", "aws:ecr/repository:Repository",
+                     imageTagMutability="MUTABLE")  # fmt: skip
+    # The service's alarm names are unknown (the alarm does not exist yet): the rule reads the
+    # switches, which are known, and decides.
+    broken = replace(broken, "worker-low", "aws:ecs/service:Service", waitForSteadyState=False)
     undecided: list[tuple[str, str]] = []
     reports = run_pack(broken, undecided)
     by_rule = {(name, (urn or "").rsplit("::", 1)[-1]) for name, _, urn in reports}
@@ -384,4 +418,6 @@ def test_on_a_first_preview_each_resource_rule_reports_a_violating_resource(
         ("sqs-queue-long-polling", "amply-celery-low"),
         ("sqs-queue-redrive", "amply-celery-low"),
         ("no-iam-wildcards", "worker-high-task"),
+        ("ecr-repository-immutable-scanned", "worker-images"),
+        ("ecs-service-rolls-back", "worker-low"),
     }
