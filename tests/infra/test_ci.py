@@ -310,3 +310,13 @@ def test_aws_access_is_oidc(name: str) -> None:
     for step in steps(workflow(name)):
         if step.get("uses", "").startswith("aws-actions/configure-aws-credentials@"):
             assert set(step["with"]) == {"role-to-assume", "role-session-name", "aws-region"}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_release_builds_the_architecture_every_group_runs(stack: str) -> None:
+    # The pipeline builds one platform; a group on another could never start its tasks.
+    (build,) = [r for r in _runs(workflow("deploy-stack.yml")) if "docker build" in r]
+    platforms = re.findall(r"--platform (\S+)", build)
+    archs = {"linux/amd64": "X86_64", "linux/arm64": "ARM64"}
+    built = {archs[p] for ps in platforms for p in ps.split(",")}
+    assert {g.architecture for g in deployable(stack).worker_groups} <= built
