@@ -12,6 +12,7 @@ import os
 
 import pulumi
 
+from infra.account import check_caller_account
 from infra.alarms import QueueAlarms, QueueAlarmsArgs
 from infra.iam import JobPolicies, JobPoliciesArgs
 from infra.queues import JobQueues, JobQueuesArgs
@@ -32,6 +33,8 @@ except SettingsError as exc:
     # RunError: the engine prints the message alone, one line per bad key (each naming the
     # `pulumi config set` command where one is missing), not a Python traceback.
     raise pulumi.RunError(str(exc)) from None
+
+check_caller_account(settings)
 
 registry = WorkerImageRepository("worker-images", WorkerImageRepositoryArgs(settings=settings))
 pulumi.export("imageRepositoryUrl", registry.url)

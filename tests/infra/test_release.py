@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import runpy
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from infra.account import account_problem
 from infra.mocks import run_mocked
-from infra.plan import PROGRAM, pulumi_config
+from infra.plan import PROGRAM, deploy_values, pulumi_config
 from infra.registry import KEEP_TAGGED, lifecycle_policy
 from infra.rollout import release_alarm_name
 from tests.infra.conftest import deployable, unset_root
@@ -120,3 +122,28 @@ def test_without_the_first_run_switch_a_missing_image_still_fails(
         run_mocked(lambda: runpy.run_path(str(PROGRAM), run_name="__main__"), "dev",
                    config=config)  # fmt: skip
     assert "pulumi config set amply-jobs:image" in str(info.value)
+
+
+def test_credentials_of_another_account_stop_the_run_with_one_line() -> None:
+    import pulumi
+
+    # The fixture's settings name account 246813579024; these credentials are another's.
+    fill = deploy_values("prod")
+    config = pulumi_config("prod", unset_root(), fill)
+    with pytest.raises(pulumi.RunError) as info:
+        run_mocked(lambda: runpy.run_path(str(PROGRAM), run_name="__main__"), "prod",
+                   config=config, account="210987654321")  # fmt: skip
+    message = str(info.value)
+    assert "\n" not in message
+    assert "registry's account 246813579024" in message and "(210987654321)" in message
+    # With the settings' own account, the same program runs.
+    run = run_mocked(lambda: runpy.run_path(str(PROGRAM), run_name="__main__"), "prod",
+                     config=config, account="246813579024")  # fmt: skip
+    assert run.outputs["workerImage"] == fill["amply-jobs:image"]
+
+
+def test_the_account_check_waits_for_an_image_to_name_one() -> None:
+    s = deployable("dev")
+    assert account_problem(s, s.account_id) is None
+    assert account_problem(replace(s, image=""), "210987654321") is None
+    assert "is not the account" in (account_problem(s, "210987654321") or "")
