@@ -277,7 +277,8 @@ def policy_resources(rs: list[Resource]) -> list[PolicyResource]:
     return [
         PolicyResource(
             r.type,
-            r.props,
+            # As the engine hands them to a stack policy: behind the unknown-checking proxy.
+            unknown_checking_proxy(dict(r.props)),
             f"urn:pulumi:prod::amply-jobs::{r.type}::{r.name}",
             r.name,
             opts,
@@ -316,7 +317,12 @@ def run_pack(rs: list[Resource], undecided: list[tuple[str, str]] | None = None)
                     undecided.append((p.name, r.name))
         else:
             assert isinstance(p, StackValidationPolicy)
-            p.validate(StackValidationArgs(policy_resources(rs)), report)
+            try:
+                p.validate(StackValidationArgs(policy_resources(rs)), report)
+            except UnknownValueError:
+                if undecided is None:
+                    raise
+                undecided.append((p.name, "(stack)"))
     return reports
 
 
@@ -410,6 +416,10 @@ def test_on_a_first_preview_each_resource_rule_reports_a_violating_resource(
     # The service's alarm names are unknown (the alarm does not exist yet): the rule reads the
     # switches, which are known, and decides.
     broken = replace(broken, "worker-low", "aws:ecs/service:Service", waitForSteadyState=False)
+    # The stack rule too: the DLQ's alarms without an action (their queue names are known).
+    alarm = "aws:cloudwatch/metricAlarm:MetricAlarm"
+    broken = replace(broken, "amply-celery-dlq-not-empty", alarm, alarmActions=None)
+    broken = replace(broken, "amply-celery-dlq-oldest-age", alarm, alarmActions=None)
     undecided: list[tuple[str, str]] = []
     reports = run_pack(broken, undecided)
     by_rule = {(name, (urn or "").rsplit("::", 1)[-1]) for name, _, urn in reports}
@@ -420,4 +430,7 @@ def test_on_a_first_preview_each_resource_rule_reports_a_violating_resource(
         ("no-iam-wildcards", "worker-high-task"),
         ("ecr-repository-immutable-scanned", "worker-images"),
         ("ecs-service-rolls-back", "worker-low"),
+        ("sqs-queue-alarmed", "amply-celery-dlq"),
     }
+    # Every rule decided on every resource but the two whose documents wait for a log group.
+    assert {rule for rule, _ in undecided} == {"no-iam-wildcards"}
