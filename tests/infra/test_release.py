@@ -147,3 +147,20 @@ def test_the_account_check_waits_for_an_image_to_name_one() -> None:
     assert account_problem(s, s.account_id) is None
     assert account_problem(replace(s, image=""), "210987654321") is None
     assert "is not the account" in (account_problem(s, "210987654321") or "")
+
+
+def test_the_release_alarm_points_at_a_runbook_section_that_exists(
+    plan_of: Callable[[str], Plan],
+) -> None:
+    from tests.infra.conftest import ROOT
+
+    description = resource(plan_of("prod"), ALARM, "release-dead-letters")["inputs"][
+        "alarmDescription"
+    ]
+    anchor = description.rsplit("#", 1)[1]
+    headings = [
+        line[3:].strip().lower().replace(" ", "-")
+        for line in (ROOT / "docs" / "runbook.md").read_text().splitlines()
+        if line.startswith("## ")
+    ]
+    assert anchor in headings
