@@ -266,6 +266,7 @@ def test_a_rollback_redeploys_a_previous_digest_without_building() -> None:
     (job,) = doc["jobs"].values()
     assert job["uses"] == "./.github/workflows/deploy-stack.yml"
     assert job["with"]["digest"] == "${{ inputs.digest }}"
+    assert job["if"] == "github.ref == 'refs/heads/main'"
     (build,) = [r for r in _runs(workflow("deploy-stack.yml")) if "docker push" in r]
     # The rollback branch checks the digest is in the repository and skips the build.
     assert build.index("ROLLBACK_DIGEST") < build.index("docker build")
