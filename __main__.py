@@ -8,21 +8,36 @@ file under mocks.
 from __future__ import annotations
 
 import json
+import os
 
 import pulumi
 
+from infra.account import check_caller_account
 from infra.alarms import QueueAlarms, QueueAlarmsArgs
 from infra.iam import JobPolicies, JobPoliciesArgs
 from infra.queues import JobQueues, JobQueuesArgs
+from infra.registry import WorkerImageRepository, WorkerImageRepositoryArgs
+from infra.rollout import ReleaseAlarms, ReleaseAlarmsArgs
 from infra.settings import SettingsError, from_pulumi_config
 from infra.workers import worker_services
 
+# The first run of a stack: no image exists before its repository does. The deploy workflow
+# creates the repository alone (`pulumi up --target <its URN>` with this variable set: the
+# deploy-only values are not required, the worker services left out), pushes the image, then
+# deploys everything (docs/runbook.md, "First deploy").
+REGISTRY_ONLY = os.environ.get("AMPLY_REGISTRY_ONLY") == "1"
+
 try:
-    settings = from_pulumi_config()
+    settings = from_pulumi_config(deploy=not REGISTRY_ONLY)
 except SettingsError as exc:
     # RunError: the engine prints the message alone, one line per bad key (each naming the
     # `pulumi config set` command where one is missing), not a Python traceback.
     raise pulumi.RunError(str(exc)) from None
+
+check_caller_account(settings)
+
+registry = WorkerImageRepository("worker-images", WorkerImageRepositoryArgs(settings=settings))
+pulumi.export("imageRepositoryUrl", registry.url)
 
 queues = JobQueues("jobs-queues", JobQueuesArgs(settings=settings))
 alarms = QueueAlarms(
@@ -54,9 +69,16 @@ jobs_environment = pulumi.Output.all(*(queues.urls[t] for t in tier_names)).appl
 pulumi.export("jobsEnvironment", jobs_environment)
 pulumi.export("jobsTiers", json.dumps(settings.runtime_tiers(), separators=(",", ":")))
 
-# The ECS worker services: one per worker group, AMPLY_QUEUES from the queue outputs.
-cluster, workers = worker_services(settings, jobs_environment, policies.consumer_policy_docs)
-pulumi.export("workerCluster", cluster.name)
-pulumi.export("workerServices", {g: w.service_name for g, w in workers.items()})
-pulumi.export("workerLogGroups", {g: w.log_group_name for g, w in workers.items()})
-pulumi.export("workerScalingPolicies", {g: w.scaling_policy_names for g, w in workers.items()})
+# The ECS worker services: one per worker group, AMPLY_QUEUES from the queue outputs; a
+# deployment rolls back when dead letters arrive while it rolls out (infra/rollout.py). Left
+# out only while the first run creates the image repository (nothing else is targeted then).
+if not REGISTRY_ONLY:
+    release = ReleaseAlarms("release", ReleaseAlarmsArgs(settings, dlq_name=queues.dlq_name))
+    cluster, workers = worker_services(
+        settings, jobs_environment, policies.consumer_policy_docs, rollback_alarms=release.names
+    )
+    pulumi.export("workerImage", settings.image)
+    pulumi.export("workerCluster", cluster.name)
+    pulumi.export("workerServices", {g: w.service_name for g, w in workers.items()})
+    pulumi.export("workerLogGroups", {g: w.log_group_name for g, w in workers.items()})
+    pulumi.export("workerScalingPolicies", {g: w.scaling_policy_names for g, w in workers.items()})

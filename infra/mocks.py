@@ -187,6 +187,18 @@ class AmplyMocks(pulumi.runtime.Mocks):
         arn = f"arn:aws:ecs:{self.region}:{self.account}:service/{cluster}/{name}"
         return arn, {"name": name, "arn": arn}
 
+    def _ecr_repository(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        name = _physical_name(args)
+        return name, {
+            "name": name,
+            "arn": f"arn:aws:ecr:{self.region}:{self.account}:repository/{name}",
+            "registryId": self.account,
+            "repositoryUrl": f"{self.account}.dkr.ecr.{self.region}.amazonaws.com/{name}",
+        }
+
+    def _ecr_lifecycle_policy(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        return str(args.inputs.get("repository", args.name)), {"registryId": self.account}
+
     def _log_group(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         name = _physical_name(args)
         return name, {
@@ -243,6 +255,8 @@ _HANDLERS: dict[str, _Handler] = {
     "aws:ecs/cluster:Cluster": AmplyMocks._ecs_cluster,
     "aws:ecs/taskDefinition:TaskDefinition": AmplyMocks._ecs_task_definition,
     "aws:ecs/service:Service": AmplyMocks._ecs_service,
+    "aws:ecr/repository:Repository": AmplyMocks._ecr_repository,
+    "aws:ecr/lifecyclePolicy:LifecyclePolicy": AmplyMocks._ecr_lifecycle_policy,
     "aws:ec2/securityGroup:SecurityGroup": AmplyMocks._security_group,
     "aws:appautoscaling/target:Target": AmplyMocks._scaling_target,
     "aws:appautoscaling/policy:Policy": AmplyMocks._scaling_policy,

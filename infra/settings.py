@@ -312,11 +312,12 @@ class StackSettings:
     protect: bool = False
     """``protect``: Pulumi ``protect`` on the queues (true in prod). Default false."""
     image: str = ""
-    """``image``: the worker image, an ECR image of the stack's region pinned by digest or a
-    release tag (``<account>.dkr.ecr.<region>.amazonaws.com/<repository>@sha256:<digest>``;
-    never ``latest``). Its registry's account is the stack's account (:attr:`account_id`), which
-    every ARN below must name. Deploy-only: required to deploy the ECS services. Default
-    empty."""
+    """``image``: the worker image, pinned by digest in the stack's own ECR repository
+    (``<account>.dkr.ecr.<region>.amazonaws.com/<namePrefix>-jobs@sha256:<digest>``; a tag is
+    refused). The deploy workflow builds, pushes and sets it (``pulumi config set``); a
+    rollback sets a previous digest. Its registry's account is the stack's account
+    (:attr:`account_id`), which every ARN below must name. Deploy-only: required to deploy the
+    ECS services. Default empty."""
     cluster_name: str = ""
     """``clusterName``: an existing ECS cluster to use; empty creates one. Default empty."""
     log_retention_days: int = 30
@@ -349,6 +350,12 @@ class StackSettings:
         """The IAM roles of a group's service: the task role and the execution role."""
         service = self.service_name(group)
         return f"{service}-task", f"{service}-execution"
+
+    @property
+    def repository_name(self) -> str:
+        """The stack's own ECR repository of worker images (infra/registry.py): the only one
+        ``image`` may name (``amply-jobs`` in prod, ``amply-dev-jobs`` in dev)."""
+        return f"{self.name_prefix}-jobs"
 
     @property
     def account_id(self) -> str:
@@ -931,15 +938,21 @@ def _check_deploy_values(r: _Reader, s: StackSettings, deploy: bool) -> None:
             if region_ok and m["region"] != s.region:
                 rules.append(f"its registry's region {m['region']} must be the stack's "
                              f"(aws:region {s.region})")  # fmt: skip
+            prefix_ok = bool(s.name_prefix) and "namePrefix" not in reported
+            if prefix_ok and m["repo"] != s.repository_name:
+                rules.append(f"its repository {m['repo']} must be the stack's own, "
+                             f"{s.repository_name} (infra/registry.py: scanned, immutable "
+                             "tags, the deploy workflow pushes there)")  # fmt: skip
             tag, digest = m["tag"], m["digest"]
             if digest is not None and not _DIGEST_RE.match(digest):
                 rules.append("the digest must be sha256: and 64 lowercase hex digits")
             if tag is not None and not _IMAGE_TAG_RE.match(tag):
                 rules.append("the tag must be 1-128 letters, digits, _, . or - (not first)")
-            if digest is None and tag in (None, "latest"):
-                rules.append("must be pinned by digest (@sha256:...) or a release tag: latest "
-                             "never changes the task definition, so a new image would never "
-                             "roll out and none could be rolled back")  # fmt: skip
+            if digest is None:
+                rules.append("must be pinned by digest (@sha256:<64 hex>), as the deploy "
+                             "workflow sets it: a tag names no one image, so a task "
+                             "definition naming one can start another image than the one "
+                             "deployed, and a rollback could not name the old one")  # fmt: skip
         for rule in rules:
             r.bad("image", s.image, rule)
 
@@ -967,7 +980,7 @@ def _check_deploy_values(r: _Reader, s: StackSettings, deploy: bool) -> None:
     acct = account or "<account>"
     required = [
         ("image", s.image,
-         f"{acct}.dkr.ecr.{region}.amazonaws.com/amply-jobs@sha256:<digest>"),
+         f"{acct}.dkr.ecr.{region}.amazonaws.com/{s.repository_name}@sha256:<digest>"),
         ("dataRedisSecretArn", s.data_redis_secret_arn,
          f"arn:aws:ssm:{region}:{acct}:parameter/amply/{s.stack}/data-redis-url"),
         ("network.vpcId", s.network.vpc_id, "vpc-<17 hex digits>"),
@@ -1083,8 +1096,10 @@ def from_mapping(
     return settings_or_error
 
 
-def from_pulumi_config() -> StackSettings:
-    """Read the settings inside the Pulumi program, through ``pulumi.Config``."""
+def from_pulumi_config(deploy: bool = True) -> StackSettings:
+    """Read the settings inside the Pulumi program, through ``pulumi.Config``; ``deploy``
+    requires the deploy-only values (off only to create the image repository on a first
+    run, ``__main__.py``)."""
     import pulumi
 
     cfg = pulumi.Config(PROJECT)
@@ -1095,7 +1110,7 @@ def from_pulumi_config() -> StackSettings:
     project_keys = {k: v for k, v in values.items() if v is not None}
     region = pulumi.Config("aws").get("region")
     return parse(project_keys, pulumi.get_stack(), region, f"Pulumi.{pulumi.get_stack()}.yaml",
-                 deploy=True)  # fmt: skip
+                 deploy=deploy)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

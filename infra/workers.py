@@ -401,6 +401,9 @@ class WorkerServiceArgs:
     """``AMPLY_QUEUES``: JSON of Celery queue name -> SQS URL, from the queue outputs."""
     consumer_policy: pulumi.Input[str]
     """The group's consumer policy document (JSON), from ``infra.iam.JobPolicies``."""
+    rollback_alarms: Sequence[pulumi.Input[str]] = ()
+    """CloudWatch alarms ECS watches while a deployment rolls out, rolling it back when one
+    fires (``infra.rollout.ReleaseAlarms``). Default none: the circuit breaker alone."""
 
 
 class WorkerService(pulumi.ComponentResource):
@@ -538,7 +541,18 @@ class WorkerService(pulumi.ComponentResource):
                     "assign_public_ip": s.network.assign_public_ip,
                 },
             ),
+            # Tasks that fail to start or to pass their health check: ECS stops the
+            # deployment and rolls back to the last completed one.
             deployment_circuit_breaker={"enable": True, "rollback": True},
+            # Tasks that run but fail the work (dead letters arriving): the same rollback.
+            alarms=(
+                cast(
+                    Any,
+                    {"alarm_names": list(args.rollback_alarms), "enable": True, "rollback": True},
+                )
+                if args.rollback_alarms
+                else None
+            ),
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
             # A change of the capacity provider strategy (spot flipped, minCapacity as the
@@ -547,7 +561,10 @@ class WorkerService(pulumi.ComponentResource):
             force_new_deployment=True,
             propagate_tags="SERVICE",
             enable_ecs_managed_tags=True,
-            wait_for_steady_state=False,
+            # `up` returns once the deployment completes, or fails when it is rolled back or
+            # never settles: a release no task can run (an image it cannot pull, a worker
+            # that exits) fails the pipeline instead of reporting success.
+            wait_for_steady_state=True,
             tags=tags,
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=depends, ignore_changes=["desiredCount"]
@@ -687,6 +704,7 @@ def worker_services(
     queues_json: pulumi.Input[str],
     consumer_policies: Mapping[str, pulumi.Input[str]],
     opts: pulumi.ResourceOptions | None = None,
+    rollback_alarms: Sequence[pulumi.Input[str]] = (),
 ) -> tuple[WorkerCluster, dict[str, WorkerService]]:
     """The cluster and one service per worker group of the stack, keyed by group name.
 
@@ -704,6 +722,7 @@ def worker_services(
                 cluster=cluster,
                 queues_json=queues_json,
                 consumer_policy=consumer_policies[g.name],
+                rollback_alarms=rollback_alarms,
             ),
             opts,
         )

@@ -286,6 +286,68 @@ def alarm_on_every_queue(resources: Sequence[Resource]) -> list[Violation]:
     ]
 
 
+ECR_REPOSITORY = "aws:ecr/repository:Repository"
+ECS_SERVICE = "aws:ecs/service:Service"
+
+
+def immutable_scanned_repositories(resources: Sequence[Resource]) -> list[Violation]:
+    """Every ECR repository has immutable tags (a tag always names the image it was pushed
+    as) and scans each image on push."""
+    out = []
+    for r in resources:
+        if r.type != ECR_REPOSITORY:
+            continue
+        name = str(r.props.get("name") or r.name)
+        if r.props.get("imageTagMutability") != "IMMUTABLE":
+            out.append(Violation("ecr-repository-immutable-scanned", name,
+                                 f"imageTagMutability = {r.props.get('imageTagMutability')!r}; "
+                                 "must be IMMUTABLE", r.urn))  # fmt: skip
+        scanning = r.props.get("imageScanningConfiguration")
+        if not isinstance(scanning, Mapping) or scanning.get("scanOnPush") is not True:
+            out.append(
+                Violation(
+                    "ecr-repository-immutable-scanned",
+                    name,
+                    "imageScanningConfiguration.scanOnPush must be true",
+                    r.urn,
+                )
+            )
+    return out
+
+
+def _switched_on(setting: Any) -> bool:
+    """A deployment setting with ``enable`` and ``rollback`` both true."""
+    return (
+        isinstance(setting, Mapping)
+        and setting.get("enable") is True
+        and setting.get("rollback") is True
+    )
+
+
+def services_roll_back(resources: Sequence[Resource]) -> list[Violation]:
+    """Every ECS service rolls a failed deployment back (circuit breaker and deployment alarms,
+    each with ``rollback``) and ``up`` waits for its steady state, so a failed release fails
+    the pipeline. Only the switches are read: the alarm names are unknown until the alarms
+    exist, and ECS itself refuses alarms enabled without names."""
+    out = []
+    for r in resources:
+        if r.type != ECS_SERVICE:
+            continue
+        name = str(r.props.get("name") or r.name)
+
+        def bad(message: str, service: str = name, urn: str = r.urn) -> None:
+            out.append(Violation("ecs-service-rolls-back", service, message, urn))
+
+        if not _switched_on(r.props.get("deploymentCircuitBreaker")):
+            bad("deploymentCircuitBreaker must have enable and rollback true")
+        if not _switched_on(r.props.get("alarms")):
+            bad("alarms must have enable and rollback true (infra/rollout.py)")
+        if r.props.get("waitForSteadyState") is not True:
+            bad("waitForSteadyState must be true: without it `up` succeeds while the "
+                "deployment fails")  # fmt: skip
+    return out
+
+
 RULES: tuple[Rule, ...] = (
     Rule("sqs-queue-encrypted", "Every SQS queue is encrypted at rest.", queue_encryption),
     Rule(
@@ -298,6 +360,16 @@ RULES: tuple[Rule, ...] = (
         "no-iam-wildcards",
         "No policy allows a wildcard action, resource or principal.",
         no_wildcards,
+    ),
+    Rule(
+        "ecr-repository-immutable-scanned",
+        "Every ECR repository has immutable tags and scans on push.",
+        immutable_scanned_repositories,
+    ),
+    Rule(
+        "ecs-service-rolls-back",
+        "Every ECS service rolls back a failed deployment and up waits for it.",
+        services_roll_back,
     ),
     Rule("sqs-queue-alarmed", "Every SQS queue has an alarm that notifies.", alarm_on_every_queue),
 )

@@ -158,15 +158,18 @@ def test_hadolint_passes_the_dockerfile_and_rejects_a_bad_one(tmp_path: Path) ->
 # ---- the workflows -----------------------------------------------------------------------
 
 
+ALL_WORKFLOWS = ("test.yml", "preview.yml", "deploy.yml", "deploy-stack.yml", "rollback.yml")
+
+
 def test_every_action_is_pinned_by_commit_sha() -> None:
-    for name in ("test.yml", "preview.yml", "deploy.yml"):
+    for name in ALL_WORKFLOWS:
         for step in steps(workflow(name)):
             if "uses" in step:
                 assert SHA_PIN.match(step["uses"]), f"{name}: {step['uses']}"
 
 
 def test_least_privilege_permissions_and_no_long_lived_aws_keys() -> None:
-    for name in ("test.yml", "preview.yml", "deploy.yml"):
+    for name in ALL_WORKFLOWS:
         doc = workflow(name)
         assert doc["permissions"] == {}, f"{name}: nothing by default"
         for job_name, job in doc["jobs"].items():
@@ -191,7 +194,8 @@ def _pulumi_steps(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {}
     for job_name, job in doc["jobs"].items():
         for s in job.get("steps", []):
-            if s.get("uses", "").startswith("pulumi/actions@"):
+            # A step without a command only installs the CLI.
+            if s.get("uses", "").startswith("pulumi/actions@") and s.get("with"):
                 out[job_name] = s["with"]
     return out
 
@@ -217,14 +221,66 @@ def test_deploy_goes_to_dev_on_main_then_to_prod_behind_the_protected_environmen
     jobs = doc["jobs"]
     assert jobs["test"]["uses"] == "./.github/workflows/test.yml"
     assert jobs["dev"]["needs"] == "test" and jobs["prod"]["needs"] == "dev"
-    assert jobs["dev"]["environment"] == "dev"
-    assert jobs["prod"]["environment"] == "production"
-    pulumi_steps = _pulumi_steps(doc)
-    assert {j: (w["command"], w["stack-name"].rsplit("/", 1)[1], w["policyPacks"])
-            for j, w in pulumi_steps.items()} == {
-        "dev": ("up", "dev", "infra/policy"), "prod": ("up", "prod", "infra/policy")}  # fmt: skip
+    release = "./.github/workflows/deploy-stack.yml"
+    assert jobs["dev"]["uses"] == jobs["prod"]["uses"] == release
+    assert jobs["dev"]["with"] == {"stack": "dev", "environment": "dev"}
+    assert jobs["prod"]["with"] == {"stack": "prod", "environment": "production"}
     assert doc["concurrency"]["cancel-in-progress"] is False
     assert "workflow_call" in workflow("test.yml")["on"]
+
+
+def _runs(doc: dict[str, Any]) -> list[str]:
+    return [str(s.get("run") or s.get("name") or s.get("uses")) for s in steps(doc)]
+
+
+def test_a_release_builds_pushes_and_deploys_by_digest_after_a_gating_preview() -> None:
+    doc = workflow("deploy-stack.yml")
+    assert set(doc["on"]) == {"workflow_call"}
+    (job,) = doc["jobs"].values()
+    assert job["environment"] == "${{ inputs.environment }}"
+    runs = _runs(doc)
+
+    def at(fragment: str) -> int:
+        (i,) = [i for i, r in enumerate(runs) if fragment in r]
+        return i
+
+    with_ = [s["with"] for s in steps(doc) if s.get("uses", "").startswith("pulumi/actions@")
+             and s.get("with")]  # fmt: skip
+    assert [(w["command"], w["policyPacks"], w["upsert"]) for w in with_] == [
+        ("preview", "infra/policy", False), ("up", "infra/policy", False)]  # fmt: skip
+    pulumi = "pulumi/actions@"
+    preview, up = [i for i, s in enumerate(steps(doc))
+                   if s.get("uses", "").startswith(pulumi) and s.get("with")]  # fmt: skip
+    # The stack exists (created on its first run), its repository too, before anything else;
+    # the image is pushed, then set by digest, then previewed with the policy pack, then up.
+    assert at("pulumi stack select --create") < at("AMPLY_REGISTRY_ONLY=1 pulumi up")
+    assert at("AMPLY_REGISTRY_ONLY=1 pulumi up") < at("docker push")
+    assert at("docker push") < at("pulumi config set amply-jobs:image") < preview < up
+    first_run = runs[at("AMPLY_REGISTRY_ONLY=1 pulumi up")]
+    assert "--target" in first_run and "WorkerImageRepository" in first_run
+    assert "--policy-pack infra/policy" in first_run
+    assert 'echo "image=$REPOSITORY_URL@$digest"' in runs[at("docker push")]
+
+
+def test_a_rollback_redeploys_a_previous_digest_without_building() -> None:
+    doc = workflow("rollback.yml")
+    assert set(doc["on"]) == {"workflow_dispatch"}
+    assert doc["on"]["workflow_dispatch"]["inputs"]["digest"]["required"] is True
+    assert doc["concurrency"] == workflow("deploy.yml")["concurrency"]
+    (job,) = doc["jobs"].values()
+    assert job["uses"] == "./.github/workflows/deploy-stack.yml"
+    assert job["with"]["digest"] == "${{ inputs.digest }}"
+    assert job["if"] == "github.ref == 'refs/heads/main'"
+    (build,) = [r for r in _runs(workflow("deploy-stack.yml")) if "docker push" in r]
+    # The rollback branch checks the digest is in the repository and skips the build.
+    assert build.index("ROLLBACK_DIGEST") < build.index("docker build")
+    assert "imageDigest=$ROLLBACK_DIGEST" in build
+
+
+def test_preview_uses_the_image_the_stack_runs() -> None:
+    runs = _runs(workflow("preview.yml"))
+    (select,) = [r for r in runs if "pulumi stack output workerImage" in r]
+    assert 'pulumi config set amply-jobs:image "$image"' in select
 
 
 def test_workflows_pass_the_schema_and_zizmor_which_reject_bad_ones(tmp_path: Path) -> None:
@@ -254,8 +310,18 @@ def test_workflows_pass_the_schema_and_zizmor_which_reject_bad_ones(tmp_path: Pa
     assert schema.returncode != 0
 
 
-@pytest.mark.parametrize("name", ["preview.yml", "deploy.yml"])
+@pytest.mark.parametrize("name", ["preview.yml", "deploy-stack.yml"])
 def test_aws_access_is_oidc(name: str) -> None:
     for step in steps(workflow(name)):
         if step.get("uses", "").startswith("aws-actions/configure-aws-credentials@"):
             assert set(step["with"]) == {"role-to-assume", "role-session-name", "aws-region"}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_release_builds_the_architecture_every_group_runs(stack: str) -> None:
+    # The pipeline builds one platform; a group on another could never start its tasks.
+    (build,) = [r for r in _runs(workflow("deploy-stack.yml")) if "docker build" in r]
+    platforms = re.findall(r"--platform (\S+)", build)
+    archs = {"linux/amd64": "X86_64", "linux/arm64": "ARM64"}
+    built = {archs[p] for ps in platforms for p in ps.split(",")}
+    assert {g.architecture for g in deployable(stack).worker_groups} <= built

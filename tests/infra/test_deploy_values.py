@@ -137,17 +137,24 @@ WRONG: list[tuple[str, str, Any, str]] = [
     ("the example account", "image",
      "123456789012.dkr.ecr.eu-west-1.amazonaws.com/amply-jobs:1.4.2",
      "names the example account 123456789012"),
-    ("latest", "image", "246813579024.dkr.ecr.eu-west-1.amazonaws.com/amply-jobs:latest",
+    ("latest", "image", "246813579024.dkr.ecr.eu-west-1.amazonaws.com/amply-dev-jobs:latest",
      "must be pinned by digest"),
-    ("no tag", "image", "246813579024.dkr.ecr.eu-west-1.amazonaws.com/amply-jobs",
+    ("a release tag", "image",
+     "246813579024.dkr.ecr.eu-west-1.amazonaws.com/amply-dev-jobs:2026.12.1",
      "must be pinned by digest"),
-    ("another region", "image", "246813579024.dkr.ecr.us-east-1.amazonaws.com/amply-jobs:1.4.2",
+    ("no tag", "image", "246813579024.dkr.ecr.eu-west-1.amazonaws.com/amply-dev-jobs",
+     "must be pinned by digest"),
+    ("another stack's repository", "image",
+     "246813579024.dkr.ecr.eu-west-1.amazonaws.com/amply-jobs@sha256:" + "ab" * 32,
+     "its repository amply-jobs must be the stack's own, amply-dev-jobs"),
+    ("another region", "image",
+     "246813579024.dkr.ecr.us-east-1.amazonaws.com/amply-dev-jobs@sha256:" + "ab" * 32,
      "its registry's region us-east-1 must be the stack's"),
     ("a short digest", "image",
-     "246813579024.dkr.ecr.eu-west-1.amazonaws.com/amply-jobs@sha256:abc",
+     "246813579024.dkr.ecr.eu-west-1.amazonaws.com/amply-dev-jobs@sha256:abc",
      "the digest must be sha256:"),
     ("an uppercase repository (ECR's model)", "image",
-     "246813579024.dkr.ecr.eu-west-1.amazonaws.com/Amply-Jobs:1.4.2",
+     "246813579024.dkr.ecr.eu-west-1.amazonaws.com/Amply-Jobs@sha256:" + "ab" * 32,
      "'Amply-Jobs' must match"),
     ("a secret in another account", "dataRedisSecretArn",
      "arn:aws:ssm:eu-west-1:210987654321:parameter/amply/dev/data-redis-url",
@@ -188,7 +195,8 @@ def test_well_formed_values_of_every_shape_are_accepted() -> None:
     doc = deploy_doc()
     c = doc["config"]
     c[NS + "network"] = {"vpcId": "vpc-0123abcd", "privateSubnetIds": ["subnet-89abcdef"]}
-    c[NS + "image"] = "246813579024.dkr.ecr.eu-west-1.amazonaws.com/team/amply-jobs:2026.12.1"
+    c[NS + "image"] = ("246813579024.dkr.ecr.eu-west-1.amazonaws.com/amply-dev-jobs@sha256:"
+                       + "0123456789abcdef" * 4)  # fmt: skip
     c[NS + "resultBackendSecretArn"] = (
         "arn:aws:secretsmanager:eu-west-1:246813579024:secret:amply/dev/results-AbCdEf"
     )

@@ -119,7 +119,9 @@ def test_exact_container_commands(plan: Plan, stack: str) -> None:
         assert c["name"] == "worker" and c["essential"] is True
         # Pinned by digest: a new image is a new task definition, so it rolls out (and back).
         assert c["image"] == FIXTURE[stack][f"{PROJECT}:image"]
-        assert c["image"].startswith(f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/amply-jobs@sha256:")
+        # In the stack's own repository (infra/registry.py).
+        repo = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{PREFIX[stack]}-jobs"
+        assert c["image"].startswith(f"{repo}@sha256:")
 
 
 def test_environment_is_the_contract_and_urls_come_from_the_queue_outputs(
@@ -237,7 +239,7 @@ def test_execution_role_pulls_the_image_writes_its_logs_reads_its_secrets(
             {"Sid": "PullImage", "Effect": "Allow",
              "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
                         "ecr:GetDownloadUrlForLayer"],
-             "Resource": f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/amply-jobs"},
+             "Resource": f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{PREFIX[stack]}-jobs"},
             {"Sid": "WriteLogs", "Effect": "Allow",
              "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
              "Resource": f"{log_group}:*"},

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
-from infra.plan import build
+import yaml
+
+from infra.plan import build, deploy_values
 from infra.settings import ROOT
 from tests.local.conftest import MakeStackDir
 from tests.local.helpers import amply_jobs
@@ -24,6 +27,17 @@ PULUMI_TO_SQS = {
 }
 # Compared on their own below: the name is how the queue is found, tags are not attributes.
 NOT_ATTRIBUTES = {"name", "tags", "redrivePolicy"}
+
+
+def program_plan(root: Path, prefix: str) -> dict[str, Any]:
+    """The offline plan of the dev stack in ``root``: the fixture's deploy values, with the
+    image in this prefix's own repository (the settings accept no other)."""
+    values = deploy_values("dev")
+    repository, _, digest = str(values["amply-jobs:image"]).partition("@")
+    values["amply-jobs:image"] = f"{repository.rsplit('/', 1)[0]}/{prefix}-jobs@{digest}"
+    path = root / "deploy-values.yaml"
+    path.write_text(yaml.safe_dump({"dev": values}))
+    return build("dev", root, path)
 
 
 def sqs_value(value: Any) -> str:
@@ -95,7 +109,7 @@ def test_provisioned_queues_equal_the_pulumi_program(
     sqs: Any, sqs_endpoint: str, stack_dir: MakeStackDir
 ) -> None:
     root, prefix = stack_dir()
-    plan = build("dev", root)
+    plan = program_plan(root, prefix)
     out = amply_jobs("provision", "--stack-dir", str(root), "--endpoint", sqs_endpoint)
     assert out.returncode == 0, out.stderr
     assert_endpoint_matches_the_program(sqs, plan, prefix, out.stdout)
@@ -105,7 +119,7 @@ def test_drifted_tags_and_policy_are_reported_and_put_right(
     sqs: Any, sqs_endpoint: str, stack_dir: MakeStackDir
 ) -> None:
     root, prefix = stack_dir()
-    plan = build("dev", root)
+    plan = program_plan(root, prefix)
     args = ("provision", "--stack-dir", str(root), "--endpoint", sqs_endpoint)
     assert amply_jobs(*args).returncode == 0
     high = sqs.get_queue_url(QueueName=f"{prefix}-celery-high")["QueueUrl"]
