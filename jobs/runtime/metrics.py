@@ -6,7 +6,8 @@ JSON line; ECS's ``awslogs`` driver ships it to CloudWatch Logs, which extracts 
 (namespace ``Amply/Jobs``): no agent, no SQS or CloudWatch request from the worker.
 
 * **Dimensions** ``Environment``, ``Tier`` (the queue the message came from), ``TaskName``
-  and ``Outcome``: low cardinality only. A task id, message id or correlation id is a plain
+  and ``Outcome`` (with two roll-ups for the alarms: Environment/Tier/Outcome and
+  Environment/Tier): low cardinality only. A task id, message id or correlation id is a plain
   property of the line (searchable in Logs Insights, never a metric dimension). A task name
   the worker does not know (a poison message's) is ``(unknown)``: a producer cannot create
   metrics by inventing names.
@@ -37,6 +38,11 @@ from typing import Any, Literal
 
 NAMESPACE = "Amply/Jobs"
 DIMENSIONS = ("Environment", "Tier", "TaskName", "Outcome")
+# Each set is a metric of its own in CloudWatch. Per task for the dashboard; per tier and
+# outcome, and per tier, for the alarms: an alarm cannot use SEARCH, nor a percentile across
+# the task names, so the aggregates it needs are emitted. At most (tiers x outcomes) + tiers
+# more metrics per environment.
+DIMENSION_SETS = (DIMENSIONS, ("Environment", "Tier", "Outcome"), ("Environment", "Tier"))
 OUTCOMES = ("succeeded", "retried", "failed", "timed_out", "poison")
 Outcome = Literal["succeeded", "retried", "failed", "timed_out", "poison"]
 UNKNOWN_TASK = "(unknown)"
@@ -92,7 +98,11 @@ def document(*, tier: str, task: str, outcome: Outcome, run_ms: float | None = N
         "_aws": {
             "Timestamp": int(time.time() * 1000) if now_ms is None else now_ms,
             "CloudWatchMetrics": [
-                {"Namespace": NAMESPACE, "Dimensions": [list(DIMENSIONS)], "Metrics": metrics}
+                {
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [list(d) for d in DIMENSION_SETS],
+                    "Metrics": metrics,
+                }
             ],
         },
         **extra,

@@ -203,7 +203,7 @@ def test_a_queue_without_an_alarm_fails(plan_of: PlanOf) -> None:
         for r in resources(plan_of)
         if not (
             r.type == "aws:cloudwatch/metricAlarm:MetricAlarm"
-            and r.props["dimensions"]["QueueName"] == "amply-celery-dlq"
+            and r.props.get("dimensions", {}).get("QueueName") == "amply-celery-dlq"
         )
     ]
     (v,) = alarm_on_every_queue(rs)

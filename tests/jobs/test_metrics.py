@@ -24,7 +24,9 @@ def test_each_outcome_is_a_valid_emf_document(outcome: Any) -> None:
     assert problems(doc) == []
     [directive] = doc["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == "Amply/Jobs"
-    assert directive["Dimensions"] == [["Environment", "Tier", "TaskName", "Outcome"]]
+    assert directive["Dimensions"] == [
+        ["Environment", "Tier", "TaskName", "Outcome"], ["Environment", "Tier", "Outcome"],
+        ["Environment", "Tier"]]  # fmt: skip
     assert {m["Name"]: m["Unit"] for m in directive["Metrics"]} == {
         "Count": "Count", "RunTime": "Milliseconds", "QueueWait": "Milliseconds"}  # fmt: skip
     assert (doc["Outcome"], doc["Count"], doc["RunTime"], doc["QueueWait"]) == (

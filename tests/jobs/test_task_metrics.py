@@ -57,8 +57,8 @@ def test_every_outcome_writes_a_valid_emf_line(runtime: Runtime) -> None:
 
     for doc in docs:
         assert problems(doc) == [], doc
-        assert doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [
-            ["Environment", "Tier", "TaskName", "Outcome"]]  # fmt: skip
+        assert doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0] == [
+            "Environment", "Tier", "TaskName", "Outcome"]  # fmt: skip
         assert doc["Environment"] == runtime.stack.settings.stack
     [ok_line] = by_task(docs, ok)
     assert (ok_line["Tier"], ok_line["TaskName"]) == ("high", "amply.tests.record")
