@@ -6,10 +6,12 @@ receive, and the producer's correlation id in the task's log lines, its retry an
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from jobs.local.task_metrics import first_waits, read_dir, summarize
 from jobs.runtime import metrics
 from jobs.runtime.correlation import HEADER
 from tests.support.emf import metric_lines, problems
@@ -31,7 +33,7 @@ def by_task(docs: list[dict[str, Any]], task_id: str) -> list[dict[str, Any]]:
     return [d for d in docs if d.get("task_id") == task_id]
 
 
-def test_every_outcome_writes_a_valid_emf_line(runtime: Runtime) -> None:
+def test_every_outcome_writes_a_valid_emf_line(runtime: Runtime, tmp_path: Path) -> None:
     app, run = runtime.app, runtime.run
     ok = app.send_task("amply.tests.record", args=[run, "ok"], queue="high",
                        headers={HEADER: "corr-ok"}).id  # fmt: skip
@@ -51,7 +53,7 @@ def test_every_outcome_writes_a_valid_emf_line(runtime: Runtime) -> None:
                 (retried, "succeeded"), (failed, "failed"), (soft, "timed_out"),
                 (hard, "timed_out")} <= ends and len(poison) >= 2  # fmt: skip
 
-    with run_worker(runtime.env, concurrency=2) as worker:
+    with run_worker(runtime.env, concurrency=2, log_dir=tmp_path) as worker:
         docs = lines_when(worker, runtime, "a line for every outcome", complete)
         log = worker.log()
 
@@ -80,6 +82,13 @@ def test_every_outcome_writes_a_valid_emf_line(runtime: Runtime) -> None:
     assert {d["TaskName"] for d in poison} == {metrics.UNKNOWN_TASK}
     assert any(d.get("task_header") == "amply.tests.no_such_task" for d in poison)
     assert all("RunTime" not in d for d in poison)
+    # What `amply-jobs status --worker-logs` and the demo read from the same log.
+    rows = {(r.tier, r.task): r for r in summarize(read_dir(tmp_path))}
+    assert rows[("celery", "amply.tests.retry_once")].outcomes == {"retried": 1, "succeeded": 1}
+    assert rows[("celery", "amply.tests.always_fail")].outcomes.keys() == {"failed"}
+    assert rows[("celery", "amply.tests.sleep")].outcomes.keys() == {"timed_out"}
+    assert rows[("low", metrics.UNKNOWN_TASK)].bad >= 2
+    assert first_waits(docs)[ok] == ok_line["QueueWait"]
 
 
 def test_the_switch_turns_the_lines_off(runtime: Runtime) -> None:
