@@ -124,7 +124,8 @@ def task_table(rows: Sequence[TaskRow], title: str = "tasks (from the workers' m
         o = r.outcomes
         table.add_row(
             r.tier, short_name(r.task), str(r.attempts), str(o.get("succeeded", 0)),
-            str(o.get("retried", 0)), str(o.get("failed", 0)), str(o.get("timed_out", 0)), str(o.get("poison", 0)),
+            str(o.get("retried", 0)), str(o.get("failed", 0)), str(o.get("timed_out", 0)),
+            str(o.get("poison", 0)),
             _pair(r.waits), _pair(r.runs),
             style="red" if r.bad else None,
         )  # fmt: skip
