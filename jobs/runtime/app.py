@@ -138,6 +138,7 @@ def settings_from_environment(environ: dict[str, str] | None = None) -> dict[str
         "result_backend": cfg.result_backend,
         "task_ignore_result": cfg.result_backend is None,
         "amply_env": cfg.env,
+        "amply_task_metrics": cfg.task_metrics,
         "amply_queues": dict(cfg.queues),
         "amply_tiers": {
             name: [t.visibility_timeout, t.soft_time_limit, t.time_limit]
@@ -184,7 +185,8 @@ if _under_celery_command():
 @signals.worker_init.connect
 def _on_worker_init(**_: Any) -> None:
     configure_logging(app.conf.get("amply_env", "unknown"))
-    metrics.configure(app.conf.get("amply_env", "unknown"))
+    metrics.configure(app.conf.get("amply_env", "unknown"),
+                      enabled=bool(app.conf.get("amply_task_metrics", True)))  # fmt: skip
     if os.environ.get("REMAP_SIGTERM") != "SIGQUIT":
         log.warning(
             "sigterm_not_remapped",

@@ -50,18 +50,16 @@ SWITCH = "AMPLY_TASK_METRICS"
 EVENT = "task_metrics"
 
 _environment = "unknown"
+_enabled = True
 
 
-def configure(environment: str) -> None:
+def configure(environment: str, enabled: bool = True) -> None:
     """The ``Environment`` dimension of every line this process writes (the worker's
-    ``AMPLY_ENV``; set at worker start, inherited by the pool's children)."""
-    global _environment
-    _environment = environment
-
-
-def enabled(environ: Mapping[str, str] | None = None) -> bool:
-    value = (os.environ if environ is None else environ).get(SWITCH, "1")
-    return value.strip().lower() not in {"0", "false", "no", "off"}
+    ``AMPLY_ENV``) and whether it writes them (``AMPLY_TASK_METRICS``, parsed with the rest of
+    the contract by jobs/runtime/config.py: a bad value stops the worker at start, in one
+    line). Set at worker start; the pool's children inherit it."""
+    global _environment, _enabled
+    _environment, _enabled = environment, enabled
 
 
 def queue_wait_ms(sent_timestamp_ms: Any, delay_seconds: Any, started_s: float | None
@@ -125,7 +123,7 @@ def emit(tier: str, task: str, outcome: Outcome, *, run_ms: float | None = None,
     redirection of ``sys.stdout`` into its logger: CloudWatch extracts metrics only from a
     log event that is the JSON document alone, with no log prefix. Never raises: a metric must
     not change what happens to a task."""
-    if not enabled():
+    if not _enabled:
         return
     with suppress(OSError, TypeError, ValueError):
         os.write(1, line(document(tier=tier, task=task, outcome=outcome, run_ms=run_ms,

@@ -94,9 +94,21 @@ def test_emit_writes_one_line_to_stdout_and_the_switch_turns_it_off(
     out = capfd.readouterr().out
     [doc] = metric_lines(out)
     assert out.count("\n") == 1 and problems(doc) == [] and doc["task_id"] == "t-9"
-    monkeypatch.setenv(metrics.SWITCH, "0")
+    monkeypatch.setattr(metrics, "_enabled", True)
+    metrics.configure("test", enabled=False)
     metrics.emit("high", "amply.tests.record", "succeeded", run_ms=3.0)
     assert capfd.readouterr().out == ""
+
+
+def test_a_bad_switch_value_is_a_one_line_config_error() -> None:
+    from jobs.runtime.config import load_config
+    from jobs.runtime.errors import ConfigError
+
+    queues = {t: f"http://sqs/{t}" for t in ("high", "celery", "low")}
+    env = {"AMPLY_QUEUES": json.dumps(queues), "AWS_REGION": "eu-west-1", metrics.SWITCH: "maybe"}
+    with pytest.raises(ConfigError, match=r"AMPLY_TASK_METRICS must be 1 or 0"):
+        load_config(env)
+    assert load_config({**env, metrics.SWITCH: "0"}).task_metrics is False
 
 
 def test_a_line_is_compact_json_under_the_atomic_pipe_write_size() -> None:
