@@ -223,6 +223,12 @@ def metrics_overhead(n: int, rounds: int, timeout: float | None = None) -> dict[
                    "requests_per_task": statistics.median(r["requests_per_task"] for r in rs)}
            for label, rs in runs.items()}  # fmt: skip
     ratio = med["metrics on"]["tasks_per_s"] / med["metrics off"]["tasks_per_s"]
+    # Each round's two runs are adjacent in time: their ratio is less exposed to the load of a
+    # shared machine than the ratio of the medians.
+    paired = statistics.median(
+        on["tasks_per_s"] / off["tasks_per_s"]
+        for on, off in zip(runs["metrics on"], runs["metrics off"], strict=True)
+    )
     extra = med["metrics on"]["requests_per_task"] - med["metrics off"]["requests_per_task"]
     t = table(
         f"Metric lines on vs off: {rounds} alternating rounds of {n:,} no-op tasks (project, "
@@ -232,12 +238,14 @@ def metrics_overhead(n: int, rounds: int, timeout: float | None = None) -> dict[
           med[label]["requests_per_task"]] for label, rs in runs.items()],
     )  # fmt: skip
     goals = table("Goals", ["goal", "measured", "met"], [
-        ["metrics on >= 95 % of metrics off tasks/s (issue 17)", f"{ratio:.1%}",
+        ["metrics on >= 95 % of metrics off tasks/s (issue 17), medians", f"{ratio:.1%}",
          ratio >= 1 - GOAL_METRICS_OVERHEAD],
+        ["the same, median of the rounds' on/off ratios", f"{paired:.1%}",
+         paired >= 1 - GOAL_METRICS_OVERHEAD],
         ["no extra SQS request per task (issue 17)", f"{extra:+.4f}", extra <= 0.005],
     ])  # fmt: skip
     result = {"n": n, "rounds": rounds, "runs": runs, "medians": med,
-              "on_over_off": round(ratio, 4),
+              "on_over_off": round(ratio, 4), "paired_on_over_off": round(paired, 4),
               "extra_requests_per_task": round(extra, 4)}  # fmt: skip
     emit("consume-metrics", [t, goals], result)
     return result
