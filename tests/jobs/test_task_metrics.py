@@ -40,6 +40,8 @@ def test_every_outcome_writes_a_valid_emf_line(runtime: Runtime, tmp_path: Path)
     plain = app.send_task("amply.tests.record", args=[run, "plain"]).id
     retried = app.send_task("amply.tests.retry_once", args=[run, "retry"],
                             headers={HEADER: "corr-retry"}).id  # fmt: skip
+    parent = app.send_task("amply.tests.fan_out", args=[run, "fan"],
+                           headers={HEADER: "corr-parent"}).id  # fmt: skip
     failed = app.send_task("amply.tests.always_fail", args=[run, "fail"]).id
     soft = app.send_task("amply.tests.sleep", args=[run, "soft", 3]).id
     hard = app.send_task("amply.tests.sleep", args=[run, "hard", 3, True]).id
@@ -51,7 +53,12 @@ def test_every_outcome_writes_a_valid_emf_line(runtime: Runtime, tmp_path: Path)
         poison = [d for d in docs if d["Outcome"] == "poison"]
         return {(ok, "succeeded"), (plain, "succeeded"), (retried, "retried"),
                 (retried, "succeeded"), (failed, "failed"), (soft, "timed_out"),
-                (hard, "timed_out")} <= ends and len(poison) >= 2  # fmt: skip
+                (hard, "timed_out"), (parent, "succeeded")} <= ends and len(poison) >= 2 and (
+                    child_id() in {t for t, o in ends if o == "succeeded"})  # fmt: skip
+
+    def child_id() -> str | None:
+        raw = runtime.redis.hget(f"amply-tests:{run}:children", "fan")
+        return raw.decode() if raw else None
 
     with run_worker(runtime.env, concurrency=2, log_dir=tmp_path) as worker:
         docs = lines_when(worker, runtime, "a line for every outcome", complete)
@@ -75,6 +82,8 @@ def test_every_outcome_writes_a_valid_emf_line(runtime: Runtime, tmp_path: Path)
     republished = [decode_body(r.params["MessageBody"])["headers"]
                    for r in runtime.proxy.actions("SendMessage")]  # fmt: skip
     assert [h[HEADER] for h in republished if h["id"] == retried] == ["corr-retry"] * 2
+    # A task enqueued from a task carries its parent's id.
+    assert by_task(docs, str(child_id()))[0]["correlation_id"] == "corr-parent"
     # Both time limits: the soft one raised in the task, the hard one killed its process.
     assert {d["TaskName"] for d in docs if d["Outcome"] == "timed_out"} == {"amply.tests.sleep"}
     poison = [d for d in docs if d["Outcome"] == "poison"]
