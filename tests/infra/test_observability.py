@@ -193,3 +193,30 @@ def test_the_defaults_hold_when_the_block_is_absent_and_values_when_given() -> N
     assert specs["amply-dev-celery-low-queue-wait-p99"].threshold == 30_000
     assert specs["amply-dev-celery-task-failure-rate"].threshold == 2.5
     assert specs["amply-dev-celery-stalled-consumer"].periods == 10
+
+
+def test_each_alarm_is_a_valid_put_metric_alarm_request_by_botocores_model() -> None:
+    """The queries as CloudWatch's PutMetricAlarm takes them, checked against botocore's
+    service model (ids, shapes, types), not against rules restated here."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    model = botocore.session.get_session().get_service_model("cloudwatch")
+    shape = model.operation_model("PutMetricAlarm").input_shape
+    for spec in alarm_specs(load_stack("prod")):
+        queries = [
+            {**q, "MetricStat": {**q["MetricStat"], "Metric": {
+                **q["MetricStat"]["Metric"],
+                "Dimensions": [{"Name": k, "Value": v}
+                               for k, v in q["MetricStat"]["Metric"]["Dimensions"].items()]}}}
+            if "MetricStat" in q else q
+            for q in spec.queries
+        ]  # fmt: skip
+        params = {"AlarmName": spec.name, "EvaluationPeriods": spec.periods,
+                  "DatapointsToAlarm": spec.periods, "Threshold": float(spec.threshold),
+                  "ComparisonOperator": spec.comparison, "Metrics": queries,
+                  "TreatMissingData": "notBreaching",
+                  "AlarmDescription": spec.description}  # fmt: skip
+        report = ParamValidator().validate(params, shape)
+        assert not report.has_errors(), f"{spec.name}: {report.generate_report()}"
+        assert len(spec.description) <= 1024
