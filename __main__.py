@@ -15,6 +15,7 @@ import pulumi
 from infra.account import check_caller_account
 from infra.alarms import QueueAlarms, QueueAlarmsArgs
 from infra.iam import JobPolicies, JobPoliciesArgs
+from infra.observability import TaskObservability, TaskObservabilityArgs
 from infra.queues import JobQueues, JobQueuesArgs
 from infra.registry import WorkerImageRepository, WorkerImageRepositoryArgs
 from infra.rollout import ReleaseAlarms, ReleaseAlarmsArgs
@@ -44,6 +45,11 @@ alarms = QueueAlarms(
     "jobs-alarms",
     QueueAlarmsArgs(settings=settings, queue_names=queues.names, dlq_name=queues.dlq_name),
 )
+# The task dashboard and alarms: the workers' EMF metrics, the queues' (infra/observability.py).
+observability = TaskObservability(
+    "jobs-observability",
+    TaskObservabilityArgs(settings=settings, queue_names=queues.names, topic_arn=alarms.topic_arn),
+)
 policies = JobPolicies(
     "jobs-policies",
     # ARNs built from the queue names: known in a first preview, so the policy pack judges the
@@ -62,6 +68,7 @@ pulumi.export("producerPolicyArn", policies.producer_policy.arn)
 pulumi.export("dlqOperatorPolicyArn", policies.dlq_operator_policy.arn)
 pulumi.export("alarmTopicArn", alarms.topic_arn)
 pulumi.export("dashboardName", alarms.dashboard_name)
+pulumi.export("taskDashboardName", observability.dashboard_name)
 # The runtime contract (docs/contract.md): AMPLY_QUEUES, in the tiers' priority order.
 jobs_environment = pulumi.Output.all(*(queues.urls[t] for t in tier_names)).apply(
     lambda urls: json.dumps(dict(zip(tier_names, urls, strict=True)), separators=(",", ":"))

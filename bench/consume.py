@@ -6,7 +6,9 @@
   ``high``: ``-Q high,celery -c 4``, prefork, prefetch multiplier 1, long polling 20 s);
 * ``project``: the same group on the project's app and transport (jobs/runtime/transport.py);
   ``project, batch acks off``: the same with ``AMPLY_SQS_BATCH_ACKS=0`` (one DeleteMessage
-  per acknowledgement, as stock kombu), to show what the batching alone is worth.
+  per acknowledgement, as stock kombu), to show what the batching alone is worth;
+  ``project, metrics off``: the project with ``AMPLY_TASK_METRICS=0`` (no EMF line per task,
+  jobs/runtime/metrics.py), to show what the metric lines cost.
 
 Each consumer is started and idle first; then the clock starts, the N tasks are enqueued with
 ``enqueue_many`` and the clock stops when the endpoint has seen N deletions. Requests are
@@ -16,10 +18,13 @@ everything the endpoint saw in between, sends included; "w/o sends" is what cons
 per task and at least 2x stock's tasks/s (issue 8).
 
     python -m bench.consume [--quick] [-n N]
+    python -m bench.consume --metrics-overhead ROUNDS [-n N]   # project, metrics on vs off,
+                                                               # alternating; medians
 """
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import threading
 import time
@@ -57,8 +62,11 @@ GOAL_REQUESTS_PER_TASK = 1.3  # issue 7
 GOAL_PROJECT_REQUESTS_PER_TASK = 0.4  # issue 8
 GOAL_PROJECT_SPEEDUP = 2.0  # issue 8: project tasks/s over stock's
 GROUP = "high"  # today's group: -Q high,celery -c 4
-CONTENDERS = ("raw boto3", "stock Celery", "project, batch acks off", "project")
+CONTENDERS = ("raw boto3", "stock Celery", "project, batch acks off", "project, metrics off",
+              "project")  # fmt: skip
 BATCH_OFF = {"AMPLY_SQS_BATCH_ACKS": "0"}  # docs/contract.md: the switch of issue 8
+METRICS_OFF = {"AMPLY_TASK_METRICS": "0"}  # jobs/runtime/metrics.py: the switch of issue 17
+GOAL_METRICS_OVERHEAD = 0.05  # issue 17: tasks/s within 5 % of metrics off
 
 
 def raw_loop(client: Any, url: str, n: int, stop: threading.Event) -> None:
@@ -130,7 +138,8 @@ def measure(ep: Endpoint, n: int, log_dir: Path, timeout: float) -> dict[str, An
                 stop.set()
             continue
         app = STOCK_APP if label == "stock Celery" else PROJECT_APP
-        env = {**stack.env(), **(BATCH_OFF if "off" in label else {})}
+        env = {**stack.env(), **(BATCH_OFF if "batch acks off" in label else {}),
+               **(METRICS_OFF if "metrics off" in label else {})}  # fmt: skip
         spec = (f"c{CONTENDERS.index(label)}", app, stack.group(GROUP), env)
         with workers([spec], log_dir):
             rows[label] = _timed(ep, stack, n, timeout)
@@ -195,11 +204,68 @@ def run(n: int, timeout: float | None = None) -> dict[str, Any]:
     return result
 
 
+def metrics_overhead(n: int, rounds: int, timeout: float | None = None) -> dict[str, Any]:
+    """The project's group with its metric lines on and off, alternating ``rounds`` times on
+    fresh queues (so that a slow moment of a shared machine falls on both): the medians of
+    tasks/s and of requests per task."""
+    timeout = timeout or 60.0 + n
+    runs: dict[str, list[dict[str, Any]]] = {"metrics on": [], "metrics off": []}
+    with tempfile.TemporaryDirectory(prefix="amply-bench-") as tmp, endpoint() as ep:
+        for i in range(rounds):
+            order = ("metrics off", "metrics on") if i % 2 else ("metrics on", "metrics off")
+            for label in order:
+                stack = make_stack(ep, prod_settings(f"bench-m{i}{label[-2:].strip()}"))
+                env = {**stack.env(), **(METRICS_OFF if label == "metrics off" else {})}
+                spec = (f"m{i}{label[-3:].strip()}", PROJECT_APP, stack.group(GROUP), env)
+                with workers([spec], Path(tmp)):
+                    runs[label].append(_timed(ep, stack, n, timeout))
+    med = {label: {"tasks_per_s": statistics.median(r["tasks_per_s"] for r in rs),
+                   "requests_per_task": statistics.median(r["requests_per_task"] for r in rs)}
+           for label, rs in runs.items()}  # fmt: skip
+    ratio = med["metrics on"]["tasks_per_s"] / med["metrics off"]["tasks_per_s"]
+    # Each round's two runs are adjacent in time: their ratio is less exposed to the load of a
+    # shared machine than the ratio of the medians.
+    paired = statistics.median(
+        on["tasks_per_s"] / off["tasks_per_s"]
+        for on, off in zip(runs["metrics on"], runs["metrics off"], strict=True)
+    )
+    extra = med["metrics on"]["requests_per_task"] - med["metrics off"]["requests_per_task"]
+    t = table(
+        f"Metric lines on vs off: {rounds} alternating rounds of {n:,} no-op tasks (project, "
+        "-c 4)",
+        ["run", "tasks/s (each round)", "median tasks/s", "median req/task"],
+        [[label, ", ".join(str(r["tasks_per_s"]) for r in rs), med[label]["tasks_per_s"],
+          med[label]["requests_per_task"]] for label, rs in runs.items()],
+    )  # fmt: skip
+    goals = table("Goals", ["goal", "measured", "met"], [
+        ["metrics on >= 95 % of metrics off tasks/s (issue 17), medians", f"{ratio:.1%}",
+         ratio >= 1 - GOAL_METRICS_OVERHEAD],
+        ["the same, median of the rounds' on/off ratios", f"{paired:.1%}",
+         paired >= 1 - GOAL_METRICS_OVERHEAD],
+        ["no extra SQS request per task (issue 17)", f"{extra:+.4f}", extra <= 0.005],
+    ])  # fmt: skip
+    result = {"n": n, "rounds": rounds, "runs": runs, "medians": med,
+              "on_over_off": round(ratio, 4), "paired_on_over_off": round(paired, 4),
+              "extra_requests_per_task": round(extra, 4)}  # fmt: skip
+    emit("consume-metrics", [t, goals], result)
+    return result
+
+
 @click.command()
 @click.option("--quick", is_flag=True, help="Fewer tasks (for make bench-quick).")
 @click.option("-n", "n", type=click.IntRange(min=10), default=None,
               help="Tasks per consumer (default 1,000; 100 with --quick).")  # fmt: skip
-def main(quick: bool, n: int | None) -> None:
+@click.option(
+    "--metrics-overhead",
+    "rounds",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Only the project, metric lines on and off, alternating this many rounds.",
+)
+def main(quick: bool, n: int | None, rounds: int | None) -> None:
+    if rounds:
+        metrics_overhead(n or (100 if quick else 1000), rounds)
+        return
     run(n or (100 if quick else 1000))
 
 

@@ -28,6 +28,8 @@ import yaml
 # Which tier each task runs on, the table producers and the DLQ tool route by: a stack without
 # a tier some task needs is refused here, before deploy.
 from contract.routes import ROUTES
+from infra.observability_settings import ObservabilitySettings
+from infra.observability_settings import parse as parse_observability
 
 PROJECT = "amply-jobs"
 """The Pulumi project name, and so the config namespace of every key below."""
@@ -307,6 +309,8 @@ class StackSettings:
     """``tiers``: the queue tiers, highest priority first."""
     dlq: DlqSettings = field(default_factory=DlqSettings)
     alarms: AlarmSettings = field(default_factory=AlarmSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    """``observability``: the task alarms' thresholds (infra/observability_settings.py)."""
     worker_groups: tuple[WorkerGroupSettings, ...] = ()
     """``workerGroups``: the ECS services."""
     protect: bool = False
@@ -545,7 +549,7 @@ _NETWORK_KEYS = {"vpcId", "privateSubnetIds", "assignPublicIp"}
 TOP_LEVEL_KEYS = (
     "namePrefix", "protect", "tiers", "dlq", "alarms", "workerGroups",
     "image", "clusterName", "logRetentionDays", "resultBackendSecretArn", "dataRedisSecretArn",
-    "network",
+    "network", "observability",
 )  # fmt: skip
 # Top-level keys whose value is a plain string (the rest are YAML scalars, lists or mappings).
 _STRING_KEYS = frozenset(
@@ -746,6 +750,8 @@ def parse(
         data_redis_secret_arn=r.string("dataRedisSecretArn", config.get("dataRedisSecretArn"), "",
                                        re.compile(f"^$|{SECRET_ARN_RE.pattern}"), _SECRET_RULE),
         network=network,
+        observability=parse_observability(r, config.get("observability"),
+                                          [t.name for t in tiers], period),
     )  # fmt: skip
     _check_invariants(r, settings)
     _check_deploy_values(r, settings, deploy)

@@ -206,9 +206,17 @@ def provision_report(result: Any, stack: str, endpoint: str) -> list[str]:
     type=click.FloatRange(min=0.5),
     help="Seconds between refreshes (at least 0.5).",
 )
+@click.option(
+    "--worker-logs",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A directory of worker logs (amply-jobs dev's log dir): adds per-task counts, "
+    "failures and wait/run p50/p99 from the workers' metric lines.",
+)
 def status(
-    stack: str, stack_dir: Path | None, endpoint: str | None, watch: bool, interval: float
-) -> None:
+    stack: str, stack_dir: Path | None, endpoint: str | None, watch: bool, interval: float,
+    worker_logs: Path | None = None,
+) -> None:  # fmt: skip
     """Every queue of the stack (visible, in flight, delayed, oldest age) and each alarm's
     threshold from the settings with whether it would fire now. Works on any endpoint or
     AWS account: queues are looked up by name."""
@@ -237,7 +245,14 @@ def status(
         fail(f"cannot read the queues ({exc}); check the AWS credentials and region")
 
     def view() -> Any:
-        return render(settings, snapshot(settings, sqs, queues, dlq_url, oldest_age=age))
+        shown = render(settings, snapshot(settings, sqs, queues, dlq_url, oldest_age=age))
+        if worker_logs is None:
+            return shown
+        from rich.console import Group
+
+        from jobs.local.task_metrics import read_dir, summarize, task_table
+
+        return Group(shown, task_table(summarize(read_dir(worker_logs))))
 
     console = _console()
     if not watch:

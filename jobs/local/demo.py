@@ -25,6 +25,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -37,6 +38,7 @@ from infra.settings import StackSettings
 from jobs.local import worker_hooks
 from jobs.local.receiver import Receiver
 from jobs.local.status import Snapshot
+from jobs.local.task_metrics import first_waits, read_dir, summarize, task_table
 
 MIX = (("webhook", 0.70), ("checkpoint", 0.20), ("report", 0.10))
 """The share of each kind of task, as in production."""
@@ -97,6 +99,9 @@ class Demo:
     started_at: float = field(default_factory=time.monotonic)
     dlq_baseline: int = 0
     """Messages in the DLQ before the demo (a shared endpoint may hold some already)."""
+    log_dir: Path | None = None
+    """The workers' log directory: the summary's figures come from their metric lines
+    (jobs/local/task_metrics.py), as the dashboard's would in AWS."""
     _started: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -219,6 +224,10 @@ class Demo:
         """Per kind of task: its tier, how many were sent and are done, and p50/p99
         enqueue->start over the tasks started so far; with whether every task sent is done."""
         self._refresh_started()
+        docs = read_dir(self.log_dir) if self.log_dir is not None else []
+        # The first attempt's QueueWait from the workers' metric lines; without them (metrics
+        # off) the start times the worker hooks record.
+        waits = first_waits(docs)
         all_done = True
         table = Table(title=title, title_justify="left")
         for col in ("tier", "tasks", "sent", "done", "p50 enqueue->start", "p99 enqueue->start"):
@@ -226,7 +235,11 @@ class Demo:
         for kind, _ in MIX:
             tier = TIER[kind]
             ids = [tid for tid, s in self.sent.items() if s.kind == kind]
-            lat = [self._started[t] - self.sent[t].enqueued_at for t in ids if t in self._started]
+            if waits:
+                lat = [waits[t] / 1000 for t in ids if t in waits]
+            else:
+                lat = [self._started[t] - self.sent[t].enqueued_at for t in ids
+                       if t in self._started]  # fmt: skip
             n_done = sum(1 for t in ids if t in done)
             all_done &= n_done == len(ids)
             p50, p99 = percentile(lat, 50), percentile(lat, 99)
@@ -236,6 +249,13 @@ class Demo:
                 "-" if p99 is None else f"{p99 * 1000:.0f} ms",
             )  # fmt: skip
         return table, all_done
+
+    def _print_task_metrics(self, console: Console) -> None:
+        """Per task and outcome, from the workers' metric lines (what ``amply-jobs status
+        --worker-logs`` shows): the poison task's attempts are its failures."""
+        if self.log_dir is not None:
+            console.print(task_table(summarize(read_dir(self.log_dir)),
+                                     "per task, from the workers' metric lines"))  # fmt: skip
 
     def _print_receiver_line(self, console: Console) -> bool:
         """Print the receiver's counts; True when every webhook sent arrived once, signed."""
@@ -261,6 +281,7 @@ class Demo:
             title += f", sending cut short at {len(self.sent)} of {self.n}"
         table, _ = self._tier_table(title, done)
         console.print(table)
+        self._print_task_metrics(console)
         self._print_receiver_line(console)
 
     def summarize(self, snap: Snapshot, sqs: Any, dlq_url: str, console: Console) -> bool:
@@ -273,6 +294,7 @@ class Demo:
             f"demo summary ({len(self.sent)} tasks + 1 poison, {elapsed:.0f}s)", self._done()
         )
         console.print(table)
+        self._print_task_metrics(console)
         ok &= self._print_receiver_line(console)
 
         chain = verify_chain(self.data)

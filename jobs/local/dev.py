@@ -351,7 +351,8 @@ def _run(options: DevOptions, settings: StackSettings, effective: StackSettings,
     if options.demo:
         from jobs.local.demo import Demo
 
-        demo = running.demo = Demo(options.demo, data, effective, port=options.receiver_port)
+        demo = running.demo = Demo(options.demo, data, effective, port=options.receiver_port,
+                                   log_dir=log_dir)  # fmt: skip
         demo.start_receiver()
         stack.callback(demo.stop_receiver)
 

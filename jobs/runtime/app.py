@@ -31,6 +31,9 @@ from urllib.parse import urlparse
 from celery import Celery, Task, signals
 
 from contract.routes import ROUTES
+
+# correlation: imported for its signal handlers (a correlation id on every publish and task).
+from jobs.runtime import correlation, metrics  # noqa: F401
 from jobs.runtime.config import load_config
 from jobs.runtime.errors import ConfigError
 from jobs.runtime.heartbeat import Heartbeat
@@ -93,6 +96,9 @@ def settings_from_environment(environ: dict[str, str] | None = None) -> dict[str
         "amply_visibility": {name: t.visibility_timeout for name, t in cfg.tiers.items()},
         # On a backlog, free slots wait this long for the others: one receive fills them all.
         "amply_receive_fill_seconds": cfg.receive_fill_ms / 1000,
+        # Asked for in the receive itself (no extra request): SentTimestamp gives the
+        # QueueWait metric (jobs/runtime/metrics.py); kombu needs ApproximateReceiveCount.
+        "fetch_message_attributes": ["ApproximateReceiveCount", "SentTimestamp"],
         # The boto3 clients (publishes, batched deletes, releases; receives use kombu's own
         # async client). botocore's defaults, 60 s to connect and to read with up to 5
         # attempts, let one call hang for minutes when the endpoint stops answering (a
@@ -133,6 +139,7 @@ def settings_from_environment(environ: dict[str, str] | None = None) -> dict[str
         "result_backend": cfg.result_backend,
         "task_ignore_result": cfg.result_backend is None,
         "amply_env": cfg.env,
+        "amply_task_metrics": cfg.task_metrics,
         "amply_queues": dict(cfg.queues),
         "amply_tiers": {
             name: [t.visibility_timeout, t.soft_time_limit, t.time_limit]
@@ -179,6 +186,8 @@ if _under_celery_command():
 @signals.worker_init.connect
 def _on_worker_init(**_: Any) -> None:
     configure_logging(app.conf.get("amply_env", "unknown"))
+    metrics.configure(app.conf.get("amply_env", "unknown"),
+                      enabled=bool(app.conf.get("amply_task_metrics", True)))  # fmt: skip
     if os.environ.get("REMAP_SIGTERM") != "SIGQUIT":
         log.warning(
             "sigterm_not_remapped",

@@ -67,6 +67,7 @@ class RuntimeConfig:
     data_redis_url: str | None = None
     soft_shutdown_timeout: int = DEFAULT_SOFT_SHUTDOWN
     batch_acks: bool = True
+    task_metrics: bool = True  # AMPLY_TASK_METRICS: the EMF line per task (metrics.py)
     """Delete acknowledged messages with DeleteMessageBatch (jobs/runtime/transport.py)."""
     receive_fill_ms: int = DEFAULT_RECEIVE_FILL_MS
     """How long free prefetch slots of a busy queue wait for the others, so that one receive
@@ -245,5 +246,6 @@ def load_config(environ: Mapping[str, str] | None = None) -> RuntimeConfig:
         data_redis_url=env.get("AMPLY_REDIS_URL", "").strip() or None,
         soft_shutdown_timeout=_soft_shutdown(env),
         batch_acks=_switch(env, "AMPLY_SQS_BATCH_ACKS", True),
+        task_metrics=_switch(env, "AMPLY_TASK_METRICS", True),
         receive_fill_ms=_receive_fill(env),
     )

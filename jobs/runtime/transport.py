@@ -53,6 +53,7 @@ from amqp.protocol import queue_declare_ok_t
 from kombu.transport import SQS, virtual
 from vine import promise, transform
 
+from jobs.runtime import metrics
 from jobs.runtime.config import DEFAULT_RECEIVE_FILL_MS
 from jobs.runtime.errors import PayloadTooLarge
 from jobs.runtime.logging import get_logger
@@ -487,6 +488,9 @@ class Channel(SQS.Channel):
                       message_id=msg.get("MessageId") if isinstance(msg, dict) else None,
                       reason=_reason(exc),
                       action="left to SQS: redelivered, then moved to the DLQ")  # fmt: skip
+            metrics.emit(qname, metrics.UNKNOWN_TASK, "poison", reason=_reason(exc),
+                         message_id=msg.get("MessageId") if isinstance(msg, dict) else None,
+                         )  # fmt: skip
             if receipt is not None and receipt in self.qos._delivered:
                 # Its slot is freed without a request: nothing is deleted or released.
                 virtual.Channel.basic_ack(self, receipt)

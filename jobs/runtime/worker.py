@@ -18,10 +18,18 @@ from functools import partial
 from typing import Any
 
 from billiard.common import REMAP_SIGTERM
+from billiard.einfo import ExceptionWithTraceback
 from billiard.process import current_process
 from celery import platforms, signals
 from celery.apps import worker as celery_worker
-from celery.exceptions import NotRegistered
+from celery.exceptions import (
+    Ignore,
+    NotRegistered,
+    Retry,
+    SoftTimeLimitExceeded,
+    Terminated,
+    TimeLimitExceeded,
+)
 from celery.platforms import EX_FAILURE
 from celery.utils.log import get_logger as celery_logger
 from celery.utils.log import in_sighandler
@@ -30,8 +38,9 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.request import Request
 from kombu.common import ignore_errors
 
-from jobs.runtime import preflight
+from jobs.runtime import metrics, preflight
 from jobs.runtime.config import load_config
+from jobs.runtime.correlation import HEADER as CORRELATION_HEADER
 from jobs.runtime.logging import get_logger
 
 log = get_logger("amply.jobs.worker")
@@ -47,6 +56,14 @@ def _where(message: Any) -> dict[str, Any]:
     return {"message_id": sqs_message.get("MessageId"), "queue": info.get("routing_key")}
 
 
+def _poison(consumer: Any, message: Any, task: Any = None) -> None:
+    """The ``poison`` metric line of a message this worker rejects without running it."""
+    where = _where(message)
+    metrics.emit(str(where["queue"] or ""), metrics.task_label(task, consumer.app.tasks),
+                 "poison", message_id=where["message_id"],
+                 task_header=str(task)[:200] if task else None)  # fmt: skip
+
+
 LEFT_TO_DLQ = "rejected, left to SQS: redelivered, then moved to the DLQ"
 
 
@@ -60,10 +77,12 @@ class Consumer(CeleryConsumer):
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         log.error("message_undecodable", **_where(message), error=repr(exc)[:300],
                   content_type=message.content_type, action=LEFT_TO_DLQ)  # fmt: skip
+        _poison(self, message)
         message.reject_log_error(_celery_log, self.connection_errors)
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
         log.error("message_not_a_task", **_where(message), action=LEFT_TO_DLQ)
+        _poison(self, message)
         message.reject_log_error(_celery_log, self.connection_errors)
         signals.task_rejected.send(sender=self, message=message, exc=None)
 
@@ -72,6 +91,7 @@ class Consumer(CeleryConsumer):
         task, task_id = headers.get("task"), headers.get("id")
         log.error("task_unknown", **_where(message), task=str(task)[:200], task_id=task_id,
                   action=LEFT_TO_DLQ)  # fmt: skip
+        _poison(self, message, task)
         message.reject_log_error(_celery_log, self.connection_errors)
         if isinstance(task_id, str) and not self.app.conf.task_ignore_result:
             # Whoever waits on the result learns why; a backend that fails here must not
@@ -83,6 +103,8 @@ class Consumer(CeleryConsumer):
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
         log.error("task_invalid", **_where(message), error=repr(exc)[:300], action=LEFT_TO_DLQ)
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        _poison(self, message, headers.get("task"))
         message.reject_log_error(_celery_log, self.connection_errors)
         signals.task_rejected.send(sender=self, message=message, exc=exc)
 
@@ -116,6 +138,76 @@ class TieredRequest(Request):
     def time_limits(self, value: Any) -> None:
         hard, soft = value
         self._amply_header_limits = (hard, soft)
+
+    # -- per-task metrics (jobs/runtime/metrics.py), from the main process -----------------
+    # Every outcome passes here: the pool's result (on_success, which hands a failure on to
+    # on_failure), a retry (Retry reaches on_failure), a hard time limit (billiard sets the
+    # job's result to TimeLimitExceeded, then calls on_timeout).
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Celery's strategy runs each task with a subclass of its Request class made by
+        # create_request_cls, whose on_success replaces this one without calling it: the
+        # success is counted around whatever on_success a subclass defines.
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("on_success")
+        if own is not None:
+
+            def on_success(self: TieredRequest, failed__retval__runtime: Any, **kw: Any) -> Any:
+                self._amply_count_success(failed__retval__runtime)
+                return own(self, failed__retval__runtime, **kw)
+
+            cls.on_success = on_success  # type: ignore[method-assign]
+
+    def on_success(self, failed__retval__runtime: Any, **kwargs: Any) -> Any:
+        self._amply_count_success(failed__retval__runtime)
+        return super().on_success(failed__retval__runtime, **kwargs)
+
+    def _amply_count_success(self, failed__retval__runtime: Any) -> None:
+        failed, _, runtime = failed__retval__runtime
+        if not failed and not getattr(self, "_amply_counted", False):
+            self._amply_counted = True
+            self._amply_metric("succeeded", runtime * 1000 if runtime is not None else None)
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
+                   return_ok: bool = False) -> Any:  # fmt: skip
+        exc = exc_info.exception
+        if isinstance(exc, ExceptionWithTraceback):
+            exc = exc.exc
+        outcome = outcome_of(exc, cancelled=self._already_cancelled or self._already_revoked)
+        if outcome is not None:
+            started = self.time_start
+            self._amply_metric(outcome, (time.time() - started) * 1000 if started else None)
+        return super().on_failure(exc_info, send_failed_event=send_failed_event,
+                                  return_ok=return_ok)  # fmt: skip
+
+    def _amply_metric(self, outcome: metrics.Outcome, run_ms: float | None) -> None:
+        info = self._message.delivery_info or {}
+        sqs_message = info.get("sqs_message")
+        attributes = sqs_message.get("Attributes", {}) if isinstance(sqs_message, dict) else {}
+        properties = self._message.properties or {}
+        delay = properties.get("delay_seconds", properties.get("DelaySeconds"))
+        metrics.emit(
+            str(info.get("routing_key") or ""), metrics.task_label(self.name, self._app.tasks),
+            outcome, run_ms=run_ms,
+            wait_ms=metrics.queue_wait_ms(attributes.get("SentTimestamp"), delay, self.time_start),
+            task_id=self.id, message_id=sqs_message.get("MessageId") if sqs_message else None,
+            correlation_id=self._request_dict.get(CORRELATION_HEADER),
+            receive_count=attributes.get("ApproximateReceiveCount"),
+        )  # fmt: skip
+
+
+def outcome_of(exc: BaseException, cancelled: bool = False) -> metrics.Outcome | None:
+    """The metric outcome of a task that raised ``exc``; None for a task that did not end
+    here (cancelled at shutdown, terminated: its message goes back to the queue)."""
+    if isinstance(exc, Retry):
+        return "retried"
+    if isinstance(exc, TimeLimitExceeded | SoftTimeLimitExceeded):
+        return "timed_out"
+    if isinstance(exc, Terminated | Ignore):
+        return None
+    if cancelled and isinstance(exc, SystemExit | KeyboardInterrupt):
+        return None
+    return "failed"
 
 
 # --------------------------------------------------------------------------------------------

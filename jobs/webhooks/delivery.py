@@ -50,6 +50,9 @@ USER_AGENT = "Amply-Webhooks/1.0 (+https://amply.example/docs/webhooks)"
 SIGNATURE_HEADER = "Amply-Signature"
 EVENT_ID_HEADER = "Amply-Event-Id"
 DELIVERY_ID_HEADER = "Amply-Delivery-Id"
+# The id the delivery's producer started with (jobs/runtime/correlation.py): a receiver that
+# logs it lets on-call follow one event from the platform to the partner and back.
+CORRELATION_ID_HEADER = "Amply-Correlation-Id"
 RETRYABLE_STATUSES = frozenset({408, 429})
 # The statuses whose Retry-After we honour: 503 (RFC 9110 §15.6.4) and 429 (RFC 6585 §4). On
 # a 3xx it would be about a redirect we never follow.
@@ -178,6 +181,7 @@ def deliver(
     max_response: int = MAX_RESPONSE_BYTES,
     ca_bundle: str | None = None,
     clock: Callable[[], float] = time.time,
+    correlation_id: str | None = None,
 ) -> DeliveryResult:
     """POST ``body`` to ``url`` signed with ``secret``; never raises for anything the network
     or the receiver does (that is the result's outcome)."""
@@ -194,6 +198,8 @@ def deliver(
         _header_safe(DELIVERY_ID_HEADER, delivery_id),
         "Expect:",  # no 100-continue round trip
     ]
+    if correlation_id:
+        headers.append(_header_safe(CORRELATION_ID_HEADER, correlation_id))
     return _perform(target, body, headers, connect_timeout, total_timeout, max_response,
                     ca_bundle, clock)  # fmt: skip
 
@@ -207,6 +213,7 @@ def _perform(
     max_response: int,
     ca_bundle: str | None,
     clock: Callable[[], float] = time.time,
+    correlation_id: str | None = None,
 ) -> DeliveryResult:
     kept = bytearray()
     seen = {"body": 0, "headers": 0}

@@ -44,6 +44,7 @@ from typing import Any
 import redis
 
 from jobs.ledger.donations import data_redis
+from jobs.runtime import correlation
 from jobs.runtime.app import app
 from jobs.runtime.errors import ConfigError
 from jobs.runtime.logging import get_logger
@@ -245,6 +246,7 @@ def _dispatch_claimed(
         total_timeout=settings.total_timeout,
         max_response=settings.max_response,
         ca_bundle=settings.ca_bundle,
+        correlation_id=correlation.current(),
     )
     summary = {**ids, **result.summary(), "attempt": attempt + 1}
     if result.outcome is Outcome.RETRY:

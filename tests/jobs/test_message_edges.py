@@ -29,6 +29,7 @@ from kombu.transport import virtual
 
 from jobs.runtime.logging import configure_logging
 from jobs.runtime.worker import Consumer
+from tests.support.emf import metric_lines, problems
 from tests.support.runtime import Runtime, decode_body, runtime, runtime_factory
 
 __all__ = ["runtime", "runtime_factory"]
@@ -171,11 +172,12 @@ def good_body(real: dict[str, Any]) -> tuple[str, str]:
 @given(data=st.data())
 def test_every_body_is_handed_on_or_set_aside_alone(
     data: st.DataObject, delivery: Delivery, real_envelope: dict[str, Any],
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     configure_logging("test")
     caplog.set_level(logging.INFO)
     caplog.clear()
+    capfd.readouterr()
     delivery.reset()
     bad = data.draw(bodies(real_envelope), label="body")
     attributes = data.draw(ATTRIBUTES, label="attributes")
@@ -189,6 +191,12 @@ def test_every_body_is_handed_on_or_set_aside_alone(
         lines = [r.getMessage() for r in caplog.records if bad_id in r.getMessage()]
         assert len(lines) == 1, caplog.text
         assert "queue=celery" in lines[0]
+    # Not handed on: one poison metric line (jobs/runtime/metrics.py), valid EMF, whichever
+    # of the transport and the consumer set it aside; handed on: none.
+    poison = [d for d in metric_lines(capfd.readouterr().out) if d.get("message_id") == bad_id]
+    assert len(poison) == (1 if len(handed_on) == 1 else 0), poison
+    for doc in poison:
+        assert problems(doc) == [] and (doc["Outcome"], doc["Tier"]) == ("poison", "celery")
     # Handed on or not, nothing is deleted or released here, and only the slots of the
     # requests handed on are held.
     assert [r.action for r in delivery.runtime.proxy.actions() if r.action in DEAD] == []

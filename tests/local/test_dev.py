@@ -62,6 +62,11 @@ def test_demo_ends_with_every_tier_done_and_the_poison_in_the_dlq(
     assert (
         "14 deliveries with a valid signature, 14 distinct events (of 14 sent), 0 refused" in text
     )
+    # The same figures from the workers' metric lines (jobs/local/task_metrics.py).
+    assert "per task, from the workers' metric lines" in text
+    [hooks] = [line for line in text.splitlines() if "webhooks.dispatch_webhook" in line]
+    cells = [c.strip() for c in hooks.strip("│ ").split("│")]
+    assert cells[0] == "high" and cells[3] == "14", hooks  # 14 attempts succeeded
     assert "DLQ (1 message):" in text
     assert "args=('demo-org-1', '2026-13')" in text and "the poison task, as expected" in text
     assert "OK: every task ended as expected" in text

@@ -67,3 +67,11 @@ def sleep(self: Any, run: str, token: str, seconds: float, ignore_soft: bool = F
         time.sleep(seconds)  # a task that overruns its soft limit: the hard one ends it
     r.hincrby(runs_key(run), token, 1)
     return token
+
+
+@app.task(name="amply.tests.fan_out", bind=True)
+def fan_out(self: Any, run: str, token: str) -> str:
+    """Enqueues one ``record`` from inside the task (its correlation id must follow)."""
+    child = app.send_task("amply.tests.record", args=[run, f"{token}-child"], queue="celery")
+    _redis().hset(f"amply-tests:{run}:children", token, str(child.id))
+    return token
