@@ -14,6 +14,7 @@ import pulumi
 from infra.alarms import QueueAlarms, QueueAlarmsArgs
 from infra.iam import JobPolicies, JobPoliciesArgs
 from infra.queues import JobQueues, JobQueuesArgs
+from infra.schedules import JobSchedules, JobSchedulesArgs
 from infra.settings import SettingsError, from_pulumi_config
 from infra.workers import worker_services
 
@@ -60,3 +61,13 @@ pulumi.export("workerCluster", cluster.name)
 pulumi.export("workerServices", {g: w.service_name for g, w in workers.items()})
 pulumi.export("workerLogGroups", {g: w.log_group_name for g, w in workers.items()})
 pulumi.export("workerScalingPolicies", {g: w.scaling_policy_names for g, w in workers.items()})
+
+# Recurring tasks (amply-jobs:schedules): EventBridge Scheduler sends to the tier queues.
+schedules = JobSchedules(
+    "jobs-schedules",
+    JobSchedulesArgs(
+        settings=settings, queue_arns=queues.planned_arns, alarm_topic_arn=alarms.topic_arn
+    ),
+)
+pulumi.export("scheduleGroup", schedules.group_name)
+pulumi.export("schedulesDlqUrl", schedules.dlq_url)
