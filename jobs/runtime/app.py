@@ -37,7 +37,12 @@ from jobs.runtime.logging import configure_logging, get_logger
 from jobs.runtime.protection import TaskProtection
 from jobs.runtime.routes import ROUTES
 
-TASK_MODULES = ["jobs.webhooks.tasks", "jobs.ledger.checkpoints", "jobs.ledger.reports"]
+TASK_MODULES = [
+    "jobs.webhooks.tasks",
+    "jobs.ledger.checkpoints",
+    "jobs.ledger.reports",
+    "jobs.ledger.planner",
+]
 
 log = get_logger("amply.jobs.celery_app")
 
