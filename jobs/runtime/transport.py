@@ -38,6 +38,8 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
   poll asks for one message and promises nothing; if that message does not fit when it
   comes, it is kept for the next free slot with its visibility extended (never released:
   a release would spend one of its maxReceiveCount receives).
+* **No held ETA.** A ``countdown``/``eta`` within 900 s is sent as SQS's ``DelaySeconds``;
+  a longer delay raises :class:`~jobs.runtime.delays.DelayRefused` (jobs/runtime/delays.py).
 * **Schedule triggers.** A body sent by EventBridge Scheduler or the local scheduler (a
   trigger, jobs/schedules/trigger.py) is turned into the Celery message of its task, whose id
   derives from the firing: every delivery of one firing carries the same task id.
@@ -57,6 +59,7 @@ from kombu.transport import SQS, virtual
 from vine import promise, transform
 
 from jobs.runtime.config import DEFAULT_RECEIVE_FILL_MS
+from jobs.runtime.delays import apply_sqs_delay
 from jobs.runtime.errors import PayloadTooLarge
 from jobs.runtime.logging import get_logger
 from jobs.runtime.schedule_messages import as_celery_body
@@ -603,6 +606,8 @@ class Channel(SQS.Channel):
         q_url = self._new_queue(queue)  # resolved before recording: it may ask SQS
         headers = message.get("headers") or {}
         task = str(headers.get("task") or "(not a task message)")
+        # An ETA becomes SQS's DelaySeconds; one past 900 s is refused (jobs/runtime/delays.py).
+        apply_sqs_delay(message, task)
         recorder = self._recorder = Recorder()
         try:
             super()._put(queue, message, **kwargs)
