@@ -179,3 +179,22 @@ def test_alarms_on_dropped_and_undeliverable_firings_and_on_the_dlq(plan: Plan) 
         a for a in every if a.get("dimensions", {}).get("QueueName") == f"{prefix}-schedules-dlq"
     ]
     assert len(dlq) == 1 and dlq[0]["metricName"] == "ApproximateNumberOfMessagesVisible"
+
+
+def test_the_planned_body_is_the_local_schedulers_for_the_same_firing(plan: Plan) -> None:
+    """Scheduler fills the two context attributes of the planned input; the local scheduler
+    builds its body with the same function: for one firing, the same bytes."""
+    from datetime import UTC, datetime
+
+    from infra.settings import load_stack
+    from jobs.local.scheduler import firing_body
+    from jobs.schedules.trigger import EXECUTION_ID, SCHEDULED_TIME
+
+    settings = {s.name: s for s in load_stack(plan["stack"]).schedules}
+    at = datetime(2026, 3, 1, 1, 0, tzinfo=UTC)
+    for s in of_type(plan, SCHEDULE):
+        planned = json.dumps(as_doc(s["target"]["input"]), separators=(",", ":"), sort_keys=True)
+        scheduler_sends = planned.replace(SCHEDULED_TIME, "2026-03-01T01:00:00Z").replace(
+            EXECUTION_ID, "e-1"
+        )
+        assert scheduler_sends == firing_body(settings[s["name"]], at, "e-1")
