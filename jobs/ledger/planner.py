@@ -104,4 +104,3 @@ def plan_monthly_reports(self: Any, month: str | None = None) -> dict[str, Any]:
     except (redis.ConnectionError, redis.TimeoutError, PlanInProgress) as exc:
         # The month is pinned: the retry must plan the month of this firing, whenever it runs.
         retry_with_backoff(self, exc, kwargs={"month": str(which)})
-        raise  # unreachable: retry_with_backoff raises
