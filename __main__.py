@@ -19,6 +19,7 @@ from infra.observability import TaskObservability, TaskObservabilityArgs
 from infra.queues import JobQueues, JobQueuesArgs
 from infra.registry import WorkerImageRepository, WorkerImageRepositoryArgs
 from infra.rollout import ReleaseAlarms, ReleaseAlarmsArgs
+from infra.schedules import JobSchedules, JobSchedulesArgs
 from infra.settings import SettingsError, from_pulumi_config
 from infra.workers import worker_services
 
@@ -89,3 +90,13 @@ if not REGISTRY_ONLY:
     pulumi.export("workerServices", {g: w.service_name for g, w in workers.items()})
     pulumi.export("workerLogGroups", {g: w.log_group_name for g, w in workers.items()})
     pulumi.export("workerScalingPolicies", {g: w.scaling_policy_names for g, w in workers.items()})
+
+# Recurring tasks (amply-jobs:schedules): EventBridge Scheduler sends to the tier queues.
+schedules = JobSchedules(
+    "jobs-schedules",
+    JobSchedulesArgs(
+        settings=settings, queue_arns=queues.planned_arns, alarm_topic_arn=alarms.topic_arn
+    ),
+)
+pulumi.export("scheduleGroup", schedules.group_name)
+pulumi.export("schedulesDlqUrl", schedules.dlq_url)

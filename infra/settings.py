@@ -14,6 +14,7 @@ lists every bad key at once, each with its value and the rule it breaks.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -30,6 +31,7 @@ import yaml
 from contract.routes import ROUTES
 from infra.observability_settings import ObservabilitySettings
 from infra.observability_settings import parse as parse_observability
+from infra.schedule_settings import ScheduleSettings, parse_schedules
 
 PROJECT = "amply-jobs"
 """The Pulumi project name, and so the config namespace of every key below."""
@@ -336,6 +338,9 @@ class StackSettings:
     reports), in the stack's region and account. Deploy-only: required to deploy the ECS
     services. Default empty."""
     network: NetworkSettings = field(default_factory=NetworkSettings)
+    schedules: tuple[ScheduleSettings, ...] = ()
+    """``schedules``: recurring tasks sent by EventBridge Scheduler (infra/schedule_settings.py
+    documents each field and its default). Default none."""
 
     # ---- derived names: the one place queue names are built -------------------------------
 
@@ -549,7 +554,7 @@ _NETWORK_KEYS = {"vpcId", "privateSubnetIds", "assignPublicIp"}
 TOP_LEVEL_KEYS = (
     "namePrefix", "protect", "tiers", "dlq", "alarms", "workerGroups",
     "image", "clusterName", "logRetentionDays", "resultBackendSecretArn", "dataRedisSecretArn",
-    "network", "observability",
+    "network", "observability", "schedules",
 )  # fmt: skip
 # Top-level keys whose value is a plain string (the rest are YAML scalars, lists or mappings).
 _STRING_KEYS = frozenset(
@@ -754,6 +759,9 @@ def parse(
                                           [t.name for t in tiers], period),
     )  # fmt: skip
     _check_invariants(r, settings)
+    # After the tiers' own rules, so that a bad tier is named before a schedule naming it.
+    settings = dataclasses.replace(settings, schedules=parse_schedules(
+        config.get("schedules"), tuple(t.name for t in tiers), r.bad))  # fmt: skip
     _check_deploy_values(r, settings, deploy)
     if r.problems:
         raise SettingsError(source, r.problems)

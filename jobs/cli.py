@@ -3,6 +3,7 @@
     amply-jobs dev [--demo N] [--exit-when-done]   the whole system locally
     amply-jobs provision [--env]                   the stack's queues on an SQS endpoint
     amply-jobs status [--watch]                    every queue of a stack, and its alarms
+    amply-jobs schedules list|run NAME             the stack's schedules (docs/schedules.md)
 
 Bad input (a missing or invalid stack file, an unreachable endpoint, a port in use) is one
 line on stderr saying what to do, and exit code 2, before anything is started or created.
@@ -329,6 +330,14 @@ def status(
     default=None,
     help="Where the workers' logs go (default: a new temporary directory).",
 )
+@click.option(
+    "--schedule-speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="The local scheduler's clock: schedule seconds per real second (3600: an hourly "
+    "schedule fires every second).",
+)
 def dev(
     stack: str,
     stack_dir: Path | None,
@@ -341,6 +350,7 @@ def dev(
     receiver_port: int,
     demo_visibility: int,
     log_dir: Path | None,
+    schedule_speed: float,
 ) -> None:
     """The whole system locally: SQS (embedded moto server, or --endpoint), Redis, the
     stack's queues and one real `celery worker` per worker group; Ctrl-C stops it all."""
@@ -358,6 +368,7 @@ def dev(
         receiver_port=receiver_port,
         demo_visibility=demo_visibility,
         log_dir=log_dir,
+        schedule_speed=schedule_speed,
     )
     try:
         code = run(options, _console())
@@ -370,11 +381,13 @@ def _add_commands() -> None:
     """Command groups owned by other modules."""
     from jobs.dlq.cli import dlq
     from jobs.ledger.cli import ledger
+    from jobs.local.schedules_cli import schedules
     from jobs.webhooks.cli import webhooks
 
     main.add_command(dlq)
     main.add_command(ledger)
     main.add_command(webhooks)
+    main.add_command(schedules)
 
 
 _add_commands()

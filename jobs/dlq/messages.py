@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from contract.routes import route_for
+from contract.schedules.trigger import NotATrigger, Trigger, parse_trigger
 
 PREVIEW_CHARS = 80
 
@@ -92,6 +93,13 @@ def _protocol1(envelope: dict[str, Any]) -> dict[str, Any] | None:
     return inner if isinstance(inner, dict) and isinstance(inner.get("task"), str) else None
 
 
+def _trigger(text: str) -> Trigger | None:
+    try:
+        return parse_trigger(text)
+    except NotATrigger:
+        return None
+
+
 def decode_body(body: str) -> Decoded:
     """Decode an SQS body as kombu's SQS transport would (base64 of JSON, or plain JSON),
     then the kombu envelope and Celery's headers. Never raises."""
@@ -104,6 +112,13 @@ def decode_body(body: str) -> Decoded:
     except (ValueError, RecursionError):
         return Decoded("other", encoding, preview=safe_preview(body))
     if isinstance(doc, dict):
+        trigger = _trigger(text)
+        if trigger is not None:
+            # A schedule's firing (contract/schedules/trigger.py) that failed on every receive:
+            # the worker runs it as this task with this id, and redrive routes it by task.
+            return Decoded("celery", encoding, task=trigger.task, task_id=trigger.task_id,
+                           retries=0, argsrepr=repr(trigger.args),
+                           kwargsrepr=repr(trigger.kwargs))  # fmt: skip
         headers = doc.get("headers")
         if isinstance(headers, dict) and isinstance(headers.get("task"), str):
             return Decoded(

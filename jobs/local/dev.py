@@ -75,6 +75,8 @@ class DevOptions:
     demo_visibility: int = 6
     log_dir: Path | None = None
     refresh: float = 1.0
+    schedule_speed: float = 1.0
+    """The local scheduler's clock: schedule seconds per real second (jobs/local/scheduler.py)."""
 
 
 def demo_settings(settings: StackSettings, visibility: int) -> StackSettings:
@@ -394,6 +396,7 @@ def _run(options: DevOptions, settings: StackSettings, effective: StackSettings,
         return 1
     console.print("workers ready")
     _print_shell(effective, prov, endpoint, rds, log_dir, console)
+    _start_scheduler(options, effective, sqs, prov, stack, console)
 
     if demo is not None:
         os.environ.update({k: v for k, v in env.items() if k.startswith(("AMPLY_", "AWS_"))})
@@ -403,6 +406,22 @@ def _run(options: DevOptions, settings: StackSettings, effective: StackSettings,
         demo.enqueue(console)
 
     return _watch(options, effective, sqs, prov, data, workers, demo, console)
+
+
+def _start_scheduler(options: DevOptions, settings: StackSettings, sqs: Any, prov: Provisioned,
+                     stack: contextlib.ExitStack, console: Console) -> None:  # fmt: skip
+    """The local scheduler: the stack's schedules, sent as Scheduler sends them."""
+    from jobs.local.scheduler import Clock, LocalScheduler, state_file
+
+    enabled = [s.name for s in settings.schedules if s.enabled]
+    if not enabled:
+        return
+    clock = Clock(options.schedule_speed)
+    scheduler = LocalScheduler(settings, sqs, prov.queues, clock, state_file(settings.stack))
+    stack.callback(scheduler.stop)
+    scheduler.start()
+    speed = f" at {options.schedule_speed:g}x" if options.schedule_speed != 1 else ""
+    console.print(f"schedules{speed}: {', '.join(enabled)} (amply-jobs schedules list)")
 
 
 def _redis_line(rds: _Redis) -> str:

@@ -40,7 +40,12 @@ from jobs.runtime.heartbeat import Heartbeat
 from jobs.runtime.logging import configure_logging, get_logger
 from jobs.runtime.protection import TaskProtection
 
-TASK_MODULES = ["jobs.webhooks.tasks", "jobs.ledger.checkpoints", "jobs.ledger.reports"]
+TASK_MODULES = [
+    "jobs.webhooks.tasks",
+    "jobs.ledger.checkpoints",
+    "jobs.ledger.reports",
+    "jobs.ledger.planner",
+]
 
 log = get_logger("amply.jobs.celery_app")
 

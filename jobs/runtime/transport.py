@@ -38,6 +38,11 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
   poll asks for one message and promises nothing; if that message does not fit when it
   comes, it is kept for the next free slot with its visibility extended (never released:
   a release would spend one of its maxReceiveCount receives).
+* **No held ETA.** A ``countdown``/``eta`` within 900 s is sent as SQS's ``DelaySeconds``;
+  a longer delay raises :class:`~jobs.runtime.delays.DelayRefused` (jobs/runtime/delays.py).
+* **Schedule triggers.** A body sent by EventBridge Scheduler or the local scheduler (a
+  trigger, contract/schedules/trigger.py) is turned into the Celery message of its task, whose id
+  derives from the firing: every delivery of one firing carries the same task id.
 * **Release at shutdown.** Messages received but not started when the channel closes are
   made visible again at once (``ChangeMessageVisibilityBatch``, visibility 0), not after
   kombu's requeue delay; so are messages received after the consumer was cancelled.
@@ -55,8 +60,10 @@ from vine import promise, transform
 
 from jobs.runtime import metrics
 from jobs.runtime.config import DEFAULT_RECEIVE_FILL_MS
+from jobs.runtime.delays import apply_sqs_delay
 from jobs.runtime.errors import PayloadTooLarge
 from jobs.runtime.logging import get_logger
+from jobs.runtime.schedule_messages import as_celery_body
 from jobs.runtime.sqs_batch import (
     ACK_BATCH,
     ACK_FLUSH_SECONDS,
@@ -499,6 +506,16 @@ class Channel(SQS.Channel):
         self._hold(msg, queue, qname, sent)
 
     def _message_to_python(self, message: Any, queue_name: str, q_url: str) -> Any:
+        # A schedule's trigger (EventBridge Scheduler, the local scheduler) becomes the Celery
+        # message of its task, its id that of the firing (jobs/runtime/schedule_messages.py).
+        converted = as_celery_body(message.get("Body"), queue_name)
+        if converted is not None:
+            body, trigger = converted
+            log.info("schedule_fired", schedule=trigger.schedule, task=trigger.task,
+                     task_id=trigger.task_id, scheduled_time=trigger.scheduled_time,
+                     execution_id=trigger.execution_id,
+                     message_id=message.get("MessageId"))  # fmt: skip
+            message = {**message, "Body": body}
         payload = super()._message_to_python(message, queue_name, q_url)
         # The queue it was received from, not the routing key its producer wrote: kombu
         # picks the SQS client (acks, rejects) by this name, and a name the worker does not
@@ -593,6 +610,8 @@ class Channel(SQS.Channel):
         q_url = self._new_queue(queue)  # resolved before recording: it may ask SQS
         headers = message.get("headers") or {}
         task = str(headers.get("task") or "(not a task message)")
+        # An ETA becomes SQS's DelaySeconds; one past 900 s is refused (jobs/runtime/delays.py).
+        apply_sqs_delay(message, task)
         recorder = self._recorder = Recorder()
         try:
             super()._put(queue, message, **kwargs)

@@ -116,3 +116,18 @@ def test_token_bucket_spaces_batches_at_the_rate() -> None:
     # a full burst at once, then one batch of 5 per second
     assert now[0] == pytest.approx(5.0)
     assert len(waits) == 5
+
+
+def test_a_dead_lettered_schedule_firing_decodes_as_its_task_and_routes_to_its_tier() -> None:
+    from contract.schedules.trigger import firing_task_id, trigger_body
+
+    body = trigger_body("monthly-reports", "amply.jobs.reports.plan_monthly_reports",
+                        kwargs={"month": "2026-02"}, scheduled_time="2026-03-01T01:00:00Z",
+                        execution_id="e-1")  # fmt: skip
+    d = decode_body(body)
+    assert (d.kind, d.task) == ("celery", "amply.jobs.reports.plan_monthly_reports")
+    assert d.task_id == firing_task_id("monthly-reports", "2026-03-01T01:00:00Z")
+    assert d.kwargsrepr == "{'month': '2026-02'}"
+    assert route_for(d.task) == "low"
+    # a trigger whose context was never filled is not one: shown as JSON, not routed
+    assert decode_body(trigger_body("x", "amply.jobs.reports.plan_monthly_reports")).kind == "json"

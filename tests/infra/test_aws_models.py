@@ -147,12 +147,28 @@ def _scaling_policy(i: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def _schedule(i: dict[str, Any]) -> dict[str, Any]:
+    t = i["target"]
+    window = {"Mode": i["flexibleTimeWindow"]["mode"]}
+    if "maximumWindowInMinutes" in i["flexibleTimeWindow"]:
+        window["MaximumWindowInMinutes"] = i["flexibleTimeWindow"]["maximumWindowInMinutes"]
+    return {
+        "Name": i["name"], "GroupName": i["groupName"],
+        "ScheduleExpression": i["scheduleExpression"],
+        "ScheduleExpressionTimezone": i["scheduleExpressionTimezone"], "State": i["state"],
+        "FlexibleTimeWindow": window,
+        "Target": {"Arn": t["arn"], "RoleArn": t["roleArn"], "Input": _json(t["input"]),
+                   "RetryPolicy": _pascal(t["retryPolicy"]),
+                   "DeadLetterConfig": _pascal(t["deadLetterConfig"])},
+    }  # fmt: skip
+
+
 TRANSLATE: dict[str, Callable[[dict[str, Any]], Request]] = {
     "aws:sqs/queue:Queue": lambda i: ("sqs", "CreateQueue", {
         "QueueName": i["name"], "tags": i.get("tags", {}),
         "Attributes": {k: str(v) for k, v in (
-            ("VisibilityTimeout", i["visibilityTimeoutSeconds"]),
-            ("MessageRetentionPeriod", i["messageRetentionSeconds"]),
+            ("VisibilityTimeout", i.get("visibilityTimeoutSeconds")),
+            ("MessageRetentionPeriod", i.get("messageRetentionSeconds")),
             ("RedrivePolicy", _json(i["redrivePolicy"]) if "redrivePolicy" in i else None),
         ) if v is not None}}),
     "aws:iam/role:Role": lambda i: ("iam", "CreateRole", {
@@ -200,6 +216,9 @@ TRANSLATE: dict[str, Callable[[dict[str, Any]], Request]] = {
         "tags": _tags(i.get("tags"))}),
     "aws:ecr/lifecyclePolicy:LifecyclePolicy": lambda i: ("ecr", "PutLifecyclePolicy", {
         "repositoryName": i["repository"], "lifecyclePolicyText": _json(i["policy"])}),
+    "aws:scheduler/scheduleGroup:ScheduleGroup": lambda i: ("scheduler", "CreateScheduleGroup", {
+        "Name": i["name"], "Tags": _tags(i.get("tags"))}),
+    "aws:scheduler/schedule:Schedule": lambda i: ("scheduler", "CreateSchedule", _schedule(i)),
 }  # fmt: skip
 UNCHECKED = {
     # Set with SetQueueAttributes on a queue URL: the attribute values are free strings in
@@ -299,6 +318,10 @@ BROKEN: list[tuple[str, str, Callable[[dict[str, Any]], None], str]] = [
      lambda i: i.update(name="Amply-Jobs"), "does not match"),
     ("an alarm period as text", "aws:cloudwatch/metricAlarm:MetricAlarm",
      lambda i: i.update(period="60"), "Invalid type"),
+    ("a schedule name with a space", "aws:scheduler/schedule:Schedule",
+     lambda i: i.update(name="monthly reports"), "does not match"),
+    ("a schedule retry count over Scheduler's 185", "aws:scheduler/schedule:Schedule",
+     lambda i: i["target"]["retryPolicy"].update(maximumRetryAttempts=186), "186 above 185"),
 ]  # fmt: skip
 
 

@@ -62,8 +62,9 @@ def _containers(defs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 TRANSLATE: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "aws:sqs/queue:Queue": ("AWS::SQS::Queue", lambda i: {
-        "QueueName": i["name"], "VisibilityTimeout": i["visibilityTimeoutSeconds"],
-        "MessageRetentionPeriod": i["messageRetentionSeconds"],
+        # Unset inputs take SQS's defaults (the schedules' DLQ sets neither).
+        "QueueName": i["name"], "VisibilityTimeout": i.get("visibilityTimeoutSeconds", 30),
+        "MessageRetentionPeriod": i.get("messageRetentionSeconds", 345_600),
         "MaximumMessageSize": i.get("maxMessageSize", 262144),
         "ReceiveMessageWaitTimeSeconds": i.get("receiveWaitTimeSeconds", 0),
         "DelaySeconds": i.get("delaySeconds", 0),

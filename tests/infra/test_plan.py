@@ -195,7 +195,8 @@ def test_outputs_hold_the_runtime_contract(
 def test_prod_queues_are_protected_in_the_plan(plan_of: Callable[[str], dict[str, Any]]) -> None:
     for stack, expected in (("prod", True), ("dev", False)):
         queues = [r for r in plan_of(stack)["resources"] if r["type"] == "aws:sqs/queue:Queue"]
-        assert len(queues) == 4 and {r["protect"] for r in queues} == {expected}
+        # 3 tiers, the DLQ and the schedules' DLQ (infra/schedules.py)
+        assert len(queues) == 5 and {r["protect"] for r in queues} == {expected}
 
 
 def test_text_plan_lists_every_resource_and_output(

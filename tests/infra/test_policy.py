@@ -67,7 +67,8 @@ def test_every_rule_passes_on_the_real_stacks(stack: str, plan_of: PlanOf) -> No
     rs = resources(plan_of, stack)
     assert [str(v) for v in check_all(rs)] == []
     prefix = "amply" if stack == "prod" else "amply-dev"
-    assert dead_letter_queue_names(rs) == {f"{prefix}-celery-dlq"}
+    # The tiers' DLQ and the schedules' (infra/schedules.py), both tagged role: dlq.
+    assert dead_letter_queue_names(rs) == {f"{prefix}-celery-dlq", f"{prefix}-schedules-dlq"}
 
 
 def test_an_unencrypted_queue_fails(plan_of: PlanOf) -> None:

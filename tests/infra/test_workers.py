@@ -251,11 +251,12 @@ def test_execution_role_pulls_the_image_writes_its_logs_reads_its_secrets(
 def test_no_wildcard_beyond_the_documented_exceptions(plan: Plan) -> None:
     docs = {n: r["policy"] for n, r in of_type(plan, ROLE_POLICY).items()}
     kinds = ("task-consumer", "task-protection", "execution-start")
-    assert set(docs) == {f"worker-{g}-{k}" for g in COMMANDS for k in kinds}
+    scheduler = f"{PREFIX[plan['stack']]}-scheduler-send"  # infra/schedules.py
+    assert set(docs) == {f"worker-{g}-{k}" for g in COMMANDS for k in kinds} | {scheduler}
     for name, doc in docs.items():
         assert wildcard_problems(doc) == [], name
         found = iam.wildcards(doc)
-        if name.endswith("task-consumer"):
+        if name.endswith("task-consumer") or name == scheduler:
             assert found == [], name
         elif name.endswith("task-protection"):  # the tasks of this one cluster, nothing else
             cluster = f"{PREFIX[plan['stack']]}-workers"

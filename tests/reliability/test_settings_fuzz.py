@@ -524,7 +524,9 @@ def build_and_check(doc: dict[str, Any], loaded: StackSettings, workdir: Path) -
     violations = rules.check_all(rules.resources_from_plan(built))
     assert violations == [], "\n".join(map(str, violations))
     queues = {r["inputs"]["name"] for r in built["resources"] if r["type"] == QUEUE}
-    assert queues == {loaded.queue_name(t) for t in loaded.tiers} | {loaded.dlq_name}
+    # The schedules' DLQ (infra/schedules.py) is there whenever the stack is.
+    schedules_dlq = f"{loaded.name_prefix}-schedules-dlq"
+    assert queues == {loaded.queue_name(t) for t in loaded.tiers} | {loaded.dlq_name, schedules_dlq}
     services = [r for r in built["resources"] if r["type"] == SERVICE]
     assert len(services) == len(loaded.worker_groups)
     return "built"

@@ -1,0 +1,60 @@
+"""The trigger body and the firing's task id; the task catalogue against the real app."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from contract.routes import route_for
+from contract.schedules.catalogue import SCHEDULABLE_TASKS
+from contract.schedules.trigger import NotATrigger, firing_task_id, parse_trigger, trigger_body
+from jobs.runtime.schedule_messages import as_celery_body
+
+
+def fired(time: str = "2026-03-01T01:00:00Z", execution: str = "e-1") -> str:
+    task = "amply.jobs.reports.plan_monthly_reports"
+    return trigger_body("monthly-reports", task, [], {"month": "2026-02"},
+                        scheduled_time=time, execution_id=execution)  # fmt: skip
+
+
+def test_every_firing_has_its_own_id_and_every_delivery_of_one_the_same() -> None:
+    a, again = parse_trigger(fired()), parse_trigger(fired(execution="e-2"))
+    other = parse_trigger(fired("2026-04-01T00:00:00Z"))
+    assert a is not None and again is not None and other is not None
+    assert a.task_id == again.task_id == firing_task_id("monthly-reports", a.scheduled_time)
+    assert other.task_id != a.task_id
+    assert firing_task_id("ledger-checkpoint", a.scheduled_time) != a.task_id
+
+
+def test_a_celery_message_is_not_a_trigger_and_a_broken_trigger_is_refused() -> None:
+    assert parse_trigger('{"body": "...", "headers": {"task": "x"}}') is None
+    assert parse_trigger("not json at all") is None
+    with pytest.raises(NotATrigger):
+        parse_trigger(json.dumps({"amply_schedule": "x", "task": "t", "args": {}, "kwargs": {},
+                                  "scheduled_time": "s", "execution_id": "e"}))  # fmt: skip
+    # Scheduler always fills the time in: an unfilled one was never sent by it.
+    with pytest.raises(NotATrigger):
+        parse_trigger(trigger_body("x", "t"))
+
+
+def test_the_celery_message_of_a_trigger_carries_the_task_its_arguments_and_the_firing() -> None:
+    converted = as_celery_body(fired(), "low")
+    assert converted is not None
+    envelope = json.loads(converted[0])
+    headers = envelope["headers"]
+    assert headers["task"] == "amply.jobs.reports.plan_monthly_reports"
+    assert headers["id"] == firing_task_id("monthly-reports", "2026-03-01T01:00:00Z")
+    assert headers["amply_scheduled_time"] == "2026-03-01T01:00:00Z"
+    assert envelope["properties"]["delivery_info"]["routing_key"] == "low"
+    assert as_celery_body('{"body": "x"}', "low") is None
+
+
+def test_every_schedulable_task_is_registered_and_routed() -> None:
+    # The app's own list (tests/tasks/test_routes.py lists it in a process of its own).
+    from tests.tasks.test_routes import amply_tasks
+
+    registered = set(amply_tasks())
+    for name in SCHEDULABLE_TASKS:
+        assert name in registered, name
+        assert route_for(name) is not None, name
