@@ -8,7 +8,14 @@ but fail the work (every task raising, so letters pile up in the DLQ).
 
 The alarm watches the DLQ's *growth*, not its depth: letters already waiting in the DLQ (the
 DLQ alarm pages for those, docs/runbook.md) must not roll back every later release.
-``DIFF`` of the DLQ's visible messages is positive in a minute in which letters arrived.
+``DIFF`` of the DLQ's visible messages is positive in a minute in which letters arrived. SQS
+publishes no metrics for a queue idle for 6 hours (an empty DLQ's normal state), so the first
+letter's datapoint has none before it: ``FILL(letters, 0)`` gives it a zero to differ from.
+
+What it cannot catch: a failing task reaches the DLQ only after ``maxReceiveCount`` receives,
+each a base visibility apart (about 5 x 120 s with the shipped tiers), which can be longer than
+the deployment's bake time; such a release completes, and the DLQ alarm pages afterwards
+(docs/runbook.md, "Roll back a release", says so).
 The DLQ tool's inspection (a receive, then the message visible again) can raise it too: a
 release rolling out while someone inspects the DLQ may roll back; deploy again after.
 """
@@ -53,7 +60,7 @@ def dead_letter_growth_queries(settings: StackSettings) -> list[dict[str, Any]]:
             "id": "growth",
             "label": "dead letters arrived in the minute",
             "return_data": True,
-            "expression": "DIFF(letters)",
+            "expression": "DIFF(FILL(letters, 0))",
         },
     ]
 

@@ -1030,6 +1030,7 @@ def fill_missing(doc: Any, values: Mapping[str, Any]) -> tuple[Any, list[str]]:
     if not isinstance(doc, Mapping) or not isinstance(doc.get("config") or {}, Mapping):
         return doc, []
     config = dict(doc.get("config") or {})
+    values = _in_the_files_account(config, values)
     filled: list[str] = []
     for key, value in values.items():
         held = config.get(key)
@@ -1044,6 +1045,30 @@ def fill_missing(doc: Any, values: Mapping[str, Any]) -> tuple[Any, list[str]]:
                     filled.append(f"{key}.{sub}")
             config[key] = merged
     return {**doc, "config": config}, filled
+
+
+_ACCOUNT_IN = re.compile(r"^(\d{12})\.dkr\.ecr\.|^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:(\d{12}):")
+
+
+def _in_the_files_account(
+    config: Mapping[str, Any], values: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """``values`` moved into the account the file's own deploy-only values name, if any.
+
+    An operator commits the secret ARNs (their real account) but never the image (each release
+    sets it): filled from the fixture as they are, the image would name the fixture's account
+    and the cross-check would refuse every offline plan of a stack file that is right."""
+    held = [v for v in config.values() if isinstance(v, str)]
+    accounts = {a for v in held if (m := _ACCOUNT_IN.match(v)) for a in m.groups() if a}
+    if len(accounts) != 1:
+        return values  # none held, or already inconsistent: the validation says so
+    (account,) = accounts
+    text = json.dumps(dict(values))
+    theirs = {a for a in re.findall(r"\b\d{12}\b", text)}
+    for other in theirs - {account}:
+        text = text.replace(other, account)
+    result: dict[str, Any] = json.loads(text)
+    return result
 
 
 def load_stack(

@@ -257,7 +257,10 @@ def test_a_release_builds_pushes_and_deploys_by_digest_after_a_gating_preview() 
     assert at("AMPLY_REGISTRY_ONLY=1 pulumi up") < at("docker push")
     assert at("docker push") < at("pulumi config set amply-jobs:image") < preview < up
     first_run = runs[at("AMPLY_REGISTRY_ONLY=1 pulumi up")]
-    assert "--target" in first_run and "WorkerImageRepository" in first_run
+    assert "--target" in first_run and "--target-dependents" in first_run
+    # The component, not its child: the engine refuses a targeted child of an untargeted new
+    # parent ("untargeted create", pulumi/pulumi#5869).
+    assert "amply:jobs:WorkerImageRepository::worker-images" in first_run
     assert "--policy-pack infra/policy" in first_run
     assert 'echo "image=$REPOSITORY_URL@$digest"' in runs[at("docker push")]
 

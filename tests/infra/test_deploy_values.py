@@ -213,3 +213,24 @@ def test_every_bad_deploy_value_is_listed_at_once() -> None:
     with pytest.raises(SettingsError) as info:
         from_mapping(doc, "dev", deploy=True)
     assert set(info.value.keys) == {"network.vpcId", "image", "dataRedisSecretArn"}
+
+
+def test_a_stack_file_with_its_operators_values_still_plans_offline(tmp_path: Path) -> None:
+    # Runbook, first deploy: the operator commits the secret ARNs and the network (their real
+    # account), never the image (each release sets it). The offline plan (make test, the
+    # pull-request preview) fills the image from the fixture: in the file's account, or the
+    # one-account cross-check would refuse a stack file that is right.
+    doc = unset_doc("dev")
+    account = "370045891632"
+    doc["config"][NS + "dataRedisSecretArn"] = (
+        f"arn:aws:ssm:eu-west-1:{account}:parameter/amply/dev/data-redis-url"
+    )
+    doc["config"][NS + "network"] = {
+        "vpcId": "vpc-0123456789abcdef0",
+        "privateSubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+    }
+    (tmp_path / "Pulumi.dev.yaml").write_text(yaml.safe_dump(doc))
+    proc = run_plan("dev", "--json", "--root", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    outputs = yaml.safe_load(proc.stdout)["outputs"]
+    assert outputs["workerImage"].startswith(f"{account}.dkr.ecr.eu-west-1.amazonaws.com/")

@@ -92,7 +92,7 @@ def test_the_release_alarm_fires_on_dead_letters_arriving_not_on_old_ones(
     assert letters["metric"]["period"] == 60  # SQS's standard resolution
     # The change per minute: letters already waiting in the DLQ do not roll a release back.
     assert growth == {"id": "growth", "label": "dead letters arrived in the minute",
-                      "returnData": True, "expression": "DIFF(letters)"}  # fmt: skip
+                      "returnData": True, "expression": "DIFF(FILL(letters, 0))"}  # fmt: skip
     assert (alarm["comparisonOperator"], alarm["threshold"]) == ("GreaterThanThreshold", 0)
     assert alarm["treatMissingData"] == "notBreaching"
 
@@ -106,8 +106,9 @@ def test_the_first_run_creates_the_repository_before_any_image_exists(
     run = run_mocked(lambda: runpy.run_path(str(PROGRAM), run_name="__main__"), "dev",
                      config=config)  # fmt: skip
     types = {r.type for r in run.monitor.registered.values()}
-    assert REPO in types and LIFECYCLE in types
-    assert SERVICE not in types and "aws:ecs/taskDefinition:TaskDefinition" not in types
+    # The repository component and its children only: a targeted up plans nothing else (an
+    # untargeted new resource would still meet the policy pack with empty inputs).
+    assert types == {"amply:jobs:WorkerImageRepository", REPO, LIFECYCLE}, types
     assert run.outputs["imageRepositoryUrl"].endswith(".amazonaws.com/amply-dev-jobs")
 
 
