@@ -23,8 +23,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.schedule_settings import ScheduleSettings
 from infra.settings import StackSettings, tls_only_policy
+from infra.settings.schedules import ScheduleSettings
 from infra.tags import common_tags
 
 COMPONENT_TYPE = "amply:jobs:JobSchedules"

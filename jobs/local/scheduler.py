@@ -30,8 +30,8 @@ from typing import Any
 
 from contract.schedules.expressions import next_firings, parse, zone
 from contract.schedules.trigger import format_scheduled_time, trigger_body
-from infra.schedule_settings import ScheduleSettings
 from infra.settings import StackSettings
+from infra.settings.schedules import ScheduleSettings
 from jobs.runtime.logging import get_logger
 
 log = get_logger("amply.jobs.local_scheduler")

@@ -16,9 +16,9 @@ from infra import observability as obs
 from infra.alarms import QueueAlarms, QueueAlarmsArgs
 from infra.mocks import RecordingMonitor, run_mocked
 from infra.observability import TaskObservability, TaskObservabilityArgs, alarm_specs
-from infra.observability_settings import ObservabilitySettings
 from infra.queues import JobQueues, JobQueuesArgs
 from infra.settings import SettingsError, StackSettings, from_mapping, load_stack
+from infra.settings.observability import ObservabilitySettings
 from jobs.runtime import metrics
 from tests.infra.metric_math import alarm_states, evaluate, from_get_metric_data
 from tests.infra.test_alarms import runbook_anchors

@@ -43,7 +43,7 @@ def test_demo_overlay_keeps_the_settings_rules_and_changes_only_timeouts(visibil
     demo = demo_settings(dev, visibility)
     for before, after in zip(dev.tiers, demo.tiers, strict=True):
         assert after.visibility_timeout == visibility
-        # The rules infra/settings.py enforces, and the runtime checks again at load.
+        # The rules infra/settings/ enforces, and the runtime checks again at load.
         assert 1 <= after.soft_time_limit < after.time_limit
         assert after.time_limit < after.visibility_timeout
         assert demo.queue_name(after) == dev.queue_name(before)

@@ -7,7 +7,7 @@ path of the document. Any other exception (a traceback from deep inside) fails t
 A mutation that is wrong on its own (a string where a number belongs, a key the model does
 not know, a tier that a group names but nobody defines...) must moreover be *named*, as long
 as a later mutation has not overwritten it: "the settings are invalid" without the key is not
-enough. The schema below is written out by hand from ``infra/settings.py``'s documentation,
+enough. The schema below is written out by hand from ``infra/settings/``'s documentation,
 not derived from the code under test.
 """
 

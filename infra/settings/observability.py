@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # infra.settings imports this module
-    from infra.settings import _Reader
+if TYPE_CHECKING:  # infra.settings.parsing imports this module
+    from infra.settings.reader import _Reader
 
 KEYS = {
     "failureRatePercent", "failureMinTasks", "failureEvaluationPeriods", "waitTier",
