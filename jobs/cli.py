@@ -84,9 +84,9 @@ def _reachable(endpoint: str, region: str) -> None:
 
 def _console() -> Console:
     """Rich's console; when the output is not a terminal (CI, a pipe to a file), wide enough
-    that the queue names are not cut, instead of rich's 80-column default, and lines of text
-    left whole (a log file or CI does its own wrapping)."""
-    return Console() if sys.stdout.isatty() else Console(width=110, soft_wrap=True)
+    that the queue names and the per-task table are not cut, instead of rich's 80-column
+    default, and lines of text left whole (a log file or CI does its own wrapping)."""
+    return Console() if sys.stdout.isatty() else Console(width=120, soft_wrap=True)
 
 
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
