@@ -18,10 +18,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from rich.console import Console
 from rich.live import Live
 
-from jobs.cli_support.params import EndpointURL, OneLineGroup, region_problem
+from jobs.cli_support.params import (
+    EndpointURL,
+    OneLineGroup,
+    output_console,
+    region_problem,
+    stack_dir_option,
+    stack_option,
+)
 from jobs.local.settings_line import settings_line
 
 if TYPE_CHECKING:
@@ -29,18 +35,6 @@ if TYPE_CHECKING:
 
 EXIT_BAD_INPUT = 2
 
-stack_option = click.option(
-    "--stack",
-    default="dev",
-    show_default=True,
-    help="The stack whose settings file (Pulumi.<stack>.yaml) to use.",
-)
-stack_dir_option = click.option(
-    "--stack-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Directory of the Pulumi.<stack>.yaml files (default: the project's).",
-)
 endpoint_option = click.option(
     "--endpoint",
     envvar="AMPLY_SQS_ENDPOINT",
@@ -80,13 +74,6 @@ def _reachable(endpoint: str, region: str) -> None:
             f"SQS endpoint {endpoint} does not answer: start LocalStack there "
             "(docker compose up -d) or give the right --endpoint"
         )
-
-
-def _console() -> Console:
-    """Rich's console; when the output is not a terminal (CI, a pipe to a file), wide enough
-    that the queue names and the per-task table are not cut, instead of rich's 80-column
-    default, and lines of text left whole (a log file or CI does its own wrapping)."""
-    return Console() if sys.stdout.isatty() else Console(width=120, soft_wrap=True)
 
 
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -255,7 +242,7 @@ def status(
 
         return Group(shown, task_table(summarize(read_dir(worker_logs))))
 
-    console = _console()
+    console = output_console()
     if not watch:
         console.print(view())
         return
@@ -371,7 +358,7 @@ def dev(
         schedule_speed=schedule_speed,
     )
     try:
-        code = run(options, _console())
+        code = run(options, output_console())
     except DevError as exc:
         fail(str(exc))
     sys.exit(code)

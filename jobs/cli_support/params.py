@@ -7,12 +7,34 @@ from __future__ import annotations
 import difflib
 import functools
 import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import click
+from rich.console import Console
 
 PROG = "amply-jobs"
+
+stack_option = click.option(
+    "--stack",
+    default="dev",
+    show_default=True,
+    help="The stack whose settings file (Pulumi.<stack>.yaml) to use.",
+)
+stack_dir_option = click.option(
+    "--stack-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Directory of the Pulumi.<stack>.yaml files (default: the project's).",
+)
+
+
+def output_console() -> Console:
+    """Rich's console; when the output is not a terminal (CI, a pipe to a file), wide enough
+    that the queue names and the per-task table are not cut, instead of rich's 80-column
+    default, and lines of text left whole (a log file or CI does its own wrapping)."""
+    return Console() if sys.stdout.isatty() else Console(width=140, soft_wrap=True)
 
 
 def one_line(text: str) -> str:

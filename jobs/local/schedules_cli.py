@@ -18,11 +18,16 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from infra.settings import SettingsError, StackSettings, load_stack
-from jobs.cli_support.params import EndpointURL, OneLineGroup
+from jobs.cli_support.params import (
+    EndpointURL,
+    OneLineGroup,
+    output_console,
+    stack_dir_option,
+    stack_option,
+)
 from jobs.local.scheduler import fire, read_state, state_file, upcoming
 from jobs.local.settings_line import settings_line
 
@@ -41,21 +46,6 @@ def _settings(stack: str, stack_dir: Path | None) -> StackSettings:
         _fail(settings_line(exc))
 
 
-def _console() -> Console:
-    return Console() if sys.stdout.isatty() else Console(width=140, soft_wrap=True)
-
-
-stack_option = click.option(
-    "--stack",
-    default="dev",
-    show_default=True,
-    help="The stack whose settings file (Pulumi.<stack>.yaml) to use.",
-)
-stack_dir_option = click.option(
-    "--stack-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-    help="Directory of the Pulumi.<stack>.yaml files (default: the project's).")  # fmt: skip
-
-
 @click.group(cls=OneLineGroup)
 def schedules() -> None:
     """The stack's schedules (amply-jobs:schedules): list them, fire one now."""
@@ -70,7 +60,7 @@ def list_schedules(stack: str, stack_dir: Path | None, count: int) -> None:
     """Each schedule: its expression, task and tier, its next firings in its time zone, and
     its last firing by the local scheduler (`amply-jobs dev`, `schedules run`)."""
     settings = _settings(stack, stack_dir)
-    console = _console()
+    console = output_console()
     if not settings.schedules:
         console.print(f"stack {stack} has no schedules (amply-jobs:schedules)")
         return
