@@ -50,8 +50,10 @@ def role_name(settings: StackSettings) -> str:
 
 
 def trust_policy(account: str, region: str, partition: str, group: str) -> dict[str, Any]:
-    """Only Scheduler acting for this account's schedules of this group may assume the role
-    (the confused deputy: IAM's guidance for service principals)."""
+    """Only Scheduler acting for this account's schedule group may assume the role (the
+    confused deputy). Scheduler presents the *group's* ARN as aws:SourceArn; its guide says to
+    scope the condition to the group, never to a schedule or a name prefix, or the role cannot
+    be assumed at all (Scheduler User Guide, "Confused deputy prevention")."""
     return {
         "Version": "2012-10-17",
         "Statement": [{
@@ -60,8 +62,8 @@ def trust_policy(account: str, region: str, partition: str, group: str) -> dict[
             "Action": "sts:AssumeRole",
             "Condition": {
                 "StringEquals": {"aws:SourceAccount": account},
-                "ArnLike": {"aws:SourceArn":
-                            f"arn:{partition}:scheduler:{region}:{account}:schedule/{group}/*"},
+                "ArnEquals": {"aws:SourceArn":
+                              f"arn:{partition}:scheduler:{region}:{account}:schedule-group/{group}"},
             },
         }],
     }  # fmt: skip
@@ -92,8 +94,9 @@ def alarm_specs(settings: StackSettings) -> list[AlarmSpec]:
     return [
         AlarmSpec(f"{group}-schedules-dropped", "AWS/Scheduler", "InvocationDroppedCount",
                   {"ScheduleGroup": group}, "Sum",
-                  f"Scheduler dropped a firing of group {group} after its retries without "
-                  f"dead-lettering it: a scheduled task did not run. Runbook: {RUNBOOK}"),
+                  f"Scheduler gave up on a firing of group {group} after its retries (it "
+                  f"is then dead-lettered, if it could be): a scheduled task did not run. "
+                  f"Runbook: {RUNBOOK}"),
         AlarmSpec(f"{group}-schedules-dlq-failed", "AWS/Scheduler",
                   "InvocationsFailedToBeSentToDeadLetterCount", {"ScheduleGroup": group}, "Sum",
                   f"Scheduler could not put a failed firing of group {group} in {dlq}: a "

@@ -59,10 +59,18 @@ class Expression:
 
 def _dow(field: str) -> str:
     """AWS day-of-week numbers (1-7 = SUN-SAT) as cron's (0-6)."""
-    bad = [n for n in re.findall(r"(?<![#\d])\d+", field) if not 1 <= int(n) <= 7]
+    # Days, not the step after "/" (2/2 is MON/WED/FRI: start at MON, every second day) nor
+    # the week after "#". A step runs to AWS's last day (7, SAT): cron's own range runs to 7 as
+    # SUN again, so "1/2" in cron would add a Sunday that Scheduler never fires.
+    field = ",".join(
+        re.sub(r"^(\*|\d+)/(\d+)$", lambda m: f"{1 if m[1] == '*' else m[1]}-7/{m[2]}", part)
+        for part in field.split(",")
+    )
+    day = r"(?<![#/\d])\d+"
+    bad = [n for n in re.findall(day, field) if not 1 <= int(n) <= 7]
     if bad:
         raise ExpressionError(f"day-of-week {field!r}: numbers are 1-7 (SUN-SAT) in AWS cron")
-    return re.sub(r"(?<![#\d])\d+", lambda m: str(int(m.group()) - 1), field)
+    return re.sub(day, lambda m: str(int(m.group()) - 1), field)
 
 
 def parse(text: str) -> Expression:

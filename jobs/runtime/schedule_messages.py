@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from contract.schedules.trigger import Trigger, parse_trigger
+from jobs.runtime.correlation import HEADER as CORRELATION_HEADER
 
 
 def protocol2(trigger: Trigger, queue: str) -> dict[str, Any]:
@@ -43,6 +44,9 @@ def protocol2(trigger: Trigger, queue: str) -> dict[str, Any]:
         "amply_schedule": trigger.schedule,
         "amply_scheduled_time": trigger.scheduled_time,
         "amply_execution_id": trigger.execution_id,
+        # One id per firing for every log line, retry and task it leads to (a planner's
+        # reports too): the firing's task id, the same for every delivery of the firing.
+        CORRELATION_HEADER: task_id,
     }
     embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
     body = json.dumps([trigger.args, trigger.kwargs, embed], separators=(",", ":"))

@@ -104,7 +104,7 @@ def test_one_schedule_per_entry_in_the_stacks_group_to_its_tier_queue(plan: Plan
     assert set(schedules) == {"ledger-checkpoint", "monthly-reports"}
     reports = schedules["monthly-reports"]
     assert reports["groupName"] == f"{prefix}-jobs"
-    assert reports["scheduleExpression"] == "cron(0 2 1 * ? *)"
+    assert reports["scheduleExpression"] == "cron(0 5 1 * ? *)"
     assert reports["scheduleExpressionTimezone"] == "Europe/Berlin"
     target = reports["target"]
     assert target["arn"] == f"arn:aws:sqs:eu-west-1:246813579024:{prefix}-celery-low"
@@ -128,7 +128,10 @@ def test_the_scheduler_role_is_trusted_by_scheduler_of_this_account_and_sends_on
     (stmt,) = trust["Statement"]
     assert stmt["Principal"] == {"Service": "scheduler.amazonaws.com"}
     assert stmt["Condition"]["StringEquals"] == {"aws:SourceAccount": "246813579024"}
-    assert stmt["Condition"]["ArnLike"]["aws:SourceArn"].endswith(f":schedule/{prefix}-jobs/*")
+    # The group's ARN, as Scheduler presents it: a schedule ARN or a wildcard never matches.
+    assert stmt["Condition"]["ArnEquals"] == {
+        "aws:SourceArn": f"arn:aws:scheduler:eu-west-1:246813579024:schedule-group/{prefix}-jobs"
+    }
     (policy,) = [as_doc(p["policy"]) for p in of_type(plan, "aws:iam/rolePolicy:RolePolicy")
                  if p["name"] == "send-triggers"]  # fmt: skip
     (allow,) = policy["Statement"]

@@ -66,7 +66,7 @@ def test_scheduler_messages_run_once_per_firing_and_fan_out_the_monthly_reports(
 
     stack = make_stack()
     env = stack.env(AMPLY_REDIS_URL=redis_url)
-    # The firing of 1 April 2025, 02:00 Berlin (00:00 UTC): it reports March.
+    # A firing on 1 April 2025 at 00:00 UTC: it reports March.
     firing = "2025-04-01T00:00:00Z"
     body = scheduler_sends("monthly-reports", firing, "exec-1")
     with run_worker(env, queues=("celery", "low"), concurrency=2, include=(),

@@ -46,6 +46,8 @@ def test_the_celery_message_of_a_trigger_carries_the_task_its_arguments_and_the_
     assert headers["task"] == "amply.jobs.reports.plan_monthly_reports"
     assert headers["id"] == firing_task_id("monthly-reports", "2026-03-01T01:00:00Z")
     assert headers["amply_scheduled_time"] == "2026-03-01T01:00:00Z"
+    # The firing is the correlation id of everything it leads to (the planner's reports too).
+    assert headers["amply_correlation_id"] == headers["id"]
     assert envelope["properties"]["delivery_info"]["routing_key"] == "low"
     assert as_celery_body('{"body": "x"}', "low") is None
 
@@ -58,3 +60,25 @@ def test_every_schedulable_task_is_registered_and_routed() -> None:
     for name in SCHEDULABLE_TASKS:
         assert name in registered, name
         assert route_for(name) is not None, name
+
+
+@pytest.mark.parametrize(
+    ("expression", "days"),
+    [
+        # AWS numbers days 1-7 from SUN; after "/" a number is a step, after "#" a week.
+        ("cron(0 12 ? * 2/2 *)", ["Mon", "Wed", "Fri"]),
+        ("cron(0 12 ? * 1-7/3 *)", ["Sun", "Wed", "Sat"]),
+        ("cron(0 12 ? * MON-FRI *)", ["Mon", "Tue", "Wed", "Thu", "Fri"]),
+        ("cron(0 12 ? * 6#3 *)", ["Fri"]),
+    ],
+)
+def test_day_of_week_fields_fire_on_the_days_scheduler_would(
+    expression: str, days: list[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from contract.schedules.expressions import next_firings, parse, zone
+
+    start = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)  # a Sunday
+    firings = next_firings(parse(expression), zone("UTC"), start, len(days))
+    assert [f.strftime("%a") for f in firings] == days
