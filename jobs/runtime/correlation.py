@@ -18,6 +18,7 @@ install it beside this: the two headers do not interfere.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -26,7 +27,17 @@ from celery import signals
 from celery._state import get_current_task
 
 HEADER = "amply_correlation_id"
-MAX_LENGTH = 128  # a producer's id is kept as given up to this; longer ones are cut
+MAX_LENGTH = 128
+SAFE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+"""A producer's id is kept as given when it is this: it goes into log lines, metric lines and
+an HTTP header (Amply-Correlation-Id), where CR, LF, NUL or non-ASCII would break the request
+and dead-letter the delivery. Any other id is replaced by a fresh one when published."""
+
+
+def clean(value: Any) -> str | None:
+    """``value`` if it is a safe correlation id, else None."""
+    text = value if isinstance(value, str) else None
+    return text if text is not None and SAFE.fullmatch(text) else None
 
 
 def new_id() -> str:
@@ -35,8 +46,7 @@ def new_id() -> str:
 
 def of_request(request: Any) -> str | None:
     """The correlation id of a running task's request (``task.request``), if it has one."""
-    value = getattr(request, HEADER, None)
-    return str(value)[:MAX_LENGTH] if value else None
+    return clean(getattr(request, HEADER, None))
 
 
 def current() -> str | None:
@@ -50,7 +60,7 @@ def current() -> str | None:
 @signals.before_task_publish.connect
 def _on_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
     # Celery publishes the very dict it passes here: a key set now goes out with the message.
-    if headers is None or headers.get(HEADER):
+    if headers is None or clean(headers.get(HEADER)):
         return
     headers[HEADER] = current() or new_id()
 

@@ -30,6 +30,7 @@ the EMF JSON schema of CloudWatch's specification.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -71,10 +72,12 @@ def queue_wait_ms(sent_timestamp_ms: Any, delay_seconds: Any, started_s: float |
         return None
     try:
         sent = float(sent_timestamp_ms)
-        delay = float(delay_seconds or 0)
-    except (TypeError, ValueError):
+        # The delay is the producer's property: any value, any size. SQS delays 0-900 s.
+        delay = min(max(float(delay_seconds or 0), 0.0), 900.0)
+    except (TypeError, ValueError, OverflowError):
         return None
-    return max(0.0, started_s * 1000 - sent - delay * 1000)
+    wait = started_s * 1000 - sent - delay * 1000
+    return max(0.0, wait) if math.isfinite(wait) else None
 
 
 def document(*, tier: str, task: str, outcome: Outcome, run_ms: float | None = None,
@@ -114,7 +117,8 @@ def document(*, tier: str, task: str, outcome: Outcome, run_ms: float | None = N
 
 
 def line(doc: Mapping[str, Any]) -> bytes:
-    return (json.dumps(doc, separators=(",", ":"), default=str) + "\n").encode()
+    # allow_nan=False: NaN or Infinity is not JSON, and CloudWatch would drop the whole line.
+    return (json.dumps(doc, separators=(",", ":"), default=str, allow_nan=False) + "\n").encode()
 
 
 def emit(tier: str, task: str, outcome: Outcome, *, run_ms: float | None = None,

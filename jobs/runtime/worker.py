@@ -41,6 +41,8 @@ from kombu.common import ignore_errors
 from jobs.runtime import metrics, preflight
 from jobs.runtime.config import load_config
 from jobs.runtime.correlation import HEADER as CORRELATION_HEADER
+from jobs.runtime.correlation import MAX_LENGTH as MAX_ID
+from jobs.runtime.correlation import clean as clean_correlation
 from jobs.runtime.logging import get_logger
 
 log = get_logger("amply.jobs.worker")
@@ -181,18 +183,34 @@ class TieredRequest(Request):
                                   return_ok=return_ok)  # fmt: skip
 
     def _amply_metric(self, outcome: metrics.Outcome, run_ms: float | None) -> None:
+        # Runs before Celery's own on_success/on_failure, inside billiard's callback, which
+        # swallows an exception: one raised here would skip the ack and hold the slot (and
+        # the message's visibility) for good. A metric never changes what happens to a task.
+        try:
+            self._amply_metric_line(outcome, run_ms)
+        except Exception as exc:
+            log.warning("task_metric_failed", task_id=self.id, error=repr(exc)[:200])
+
+    def _amply_metric_line(self, outcome: metrics.Outcome, run_ms: float | None) -> None:
         info = self._message.delivery_info or {}
         sqs_message = info.get("sqs_message")
         attributes = sqs_message.get("Attributes", {}) if isinstance(sqs_message, dict) else {}
         properties = self._message.properties or {}
         delay = properties.get("delay_seconds", properties.get("DelaySeconds"))
+        receives = attributes.get("ApproximateReceiveCount")
+        # The wait of a first receive only: a redelivery keeps its first SentTimestamp, so its
+        # "wait" would hold the earlier attempt and a visibility timeout, and a burst of
+        # redeliveries (a partner down) would read as a capacity problem on the p99 alarm.
+        first = str(receives or "1") == "1"
+        wait = metrics.queue_wait_ms(attributes.get("SentTimestamp"), delay, self.time_start)
+        correlation = clean_correlation(self._request_dict.get(CORRELATION_HEADER))
         metrics.emit(
             str(info.get("routing_key") or ""), metrics.task_label(self.name, self._app.tasks),
-            outcome, run_ms=run_ms,
-            wait_ms=metrics.queue_wait_ms(attributes.get("SentTimestamp"), delay, self.time_start),
-            task_id=self.id, message_id=sqs_message.get("MessageId") if sqs_message else None,
-            correlation_id=self._request_dict.get(CORRELATION_HEADER),
-            receive_count=attributes.get("ApproximateReceiveCount"),
+            outcome, run_ms=run_ms, wait_ms=wait if first else None,
+            task_id=str(self.id)[:MAX_ID],
+            message_id=sqs_message.get("MessageId") if sqs_message else None,
+            correlation_id=correlation,
+            receive_count=receives,
         )  # fmt: skip
 
 

@@ -70,6 +70,42 @@ def test_queue_wait_counts_from_the_end_of_the_sqs_delay() -> None:
     assert metrics.queue_wait_ms(sent_ms, 0, None) is None
 
 
+@pytest.mark.parametrize("delay", [10**400, -(10**400), "1e309", "-1e308", "nan", "inf", [1]])
+def test_a_hostile_delay_property_never_raises_nor_writes_a_line_that_is_not_json(
+    delay: Any, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The delay is the producer's message property, any value: the metric is computed in a
+    # pool callback whose exception would skip the ack and hold the slot for good.
+    sent_ms = 1_700_000_000_000
+    wait = metrics.queue_wait_ms(sent_ms, delay, sent_ms / 1000 + 1000.0)
+    assert wait is None or 100_000 <= wait <= 1_000_000
+    monkeypatch.setattr(metrics, "_enabled", True)
+    metrics.emit("high", "amply.tests.record", "succeeded", run_ms=3.0, wait_ms=wait)
+    [doc] = metric_lines(capfd.readouterr().out)
+    assert problems(doc) == []
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("req-42:abc", True),
+        ("a\r\nInjected: 1", False),
+        ("café", False),
+        ("", False),
+        ("x" * 129, False),
+        (7, False),
+    ],
+)
+def test_only_a_safe_correlation_id_travels_as_given(given: Any, kept: bool) -> None:
+    from jobs.runtime import correlation
+
+    headers: dict[str, Any] = {correlation.HEADER: given}
+    correlation._on_publish(headers=headers)
+    sent = headers[correlation.HEADER]
+    assert (sent == given) is kept
+    assert correlation.clean(sent) == sent  # what goes out is always safe for a header
+
+
 @pytest.mark.parametrize(("exc", "expected"), [
     (Retry(), "retried"),
     (SoftTimeLimitExceeded(), "timed_out"),
@@ -90,6 +126,7 @@ def test_a_task_cancelled_at_shutdown_is_not_counted() -> None:
 def test_emit_writes_one_line_to_stdout_and_the_switch_turns_it_off(
     capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(metrics, "_environment", metrics._environment)  # restored after
     metrics.emit("high", "amply.tests.record", "succeeded", run_ms=3.0, task_id="t-9")
     out = capfd.readouterr().out
     [doc] = metric_lines(out)
