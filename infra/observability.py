@@ -105,15 +105,20 @@ def failure_rate_queries(env: str, tier: str, period: int, min_tasks: int) -> li
 
 
 def stalled_queries(queue: str, period: int) -> list[dict[str, Any]]:
-    """1 in a period where messages were visible throughout (the minimum above 0) and none
-    was received, else 0."""
+    """1 in a period where messages were visible throughout (the minimum above 0), none was
+    received and none was in flight (the maximum is 0), else 0. In flight keeps busy workers
+    out: every slot held by a long task receives nothing and is not a hang; an idle, hung
+    worker holds nothing."""
     return [
         _metric("visible", "AWS/SQS", "ApproximateNumberOfMessagesVisible",
                 {"QueueName": queue}, "Minimum", period),
         _metric("received", "AWS/SQS", "NumberOfMessagesReceived", {"QueueName": queue},
                 "Sum", period),
-        _expression("stalled", "IF(FILL(visible,0) > 0 AND FILL(received,0) == 0, 1, 0)",
-                    "visible but not received", returned=True),
+        _metric("inflight", "AWS/SQS", "ApproximateNumberOfMessagesNotVisible",
+                {"QueueName": queue}, "Maximum", period),
+        _expression("stalled",
+                    "IF(FILL(visible,0) > 0 AND FILL(received,0) == 0 AND FILL(inflight,0) == 0,"
+                    " 1, 0)", "visible, not received, nothing in flight", returned=True),
     ]  # fmt: skip
 
 

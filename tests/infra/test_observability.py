@@ -142,10 +142,12 @@ def test_the_stalled_expression_on_a_recorded_night() -> None:
     # 02:19; the idle minutes (nothing visible) and the 02:18 gap in the received metric
     # never break it.
     assert firing == ["02:12", "02:13", "02:14", "02:15", "02:16", "02:17", "02:18"]
-    # A busy queue drained slowly never pages, nor an empty one received from at night.
-    busy = {"visible": [50.0] * 10, "received": [3.0] * 10}
-    idle = {"visible": [0.0] * 10, "received": [None] * 10}
-    for series in (busy, idle):
+    # A busy queue drained slowly never pages, nor an empty one received from at night, nor
+    # one whose every worker slot runs a long task (nothing received, but messages held).
+    busy = {"visible": [50.0] * 10, "received": [3.0] * 10, "inflight": [4.0] * 10}
+    idle = {"visible": [0.0] * 10, "received": [None] * 10, "inflight": [0.0] * 10}
+    long_tasks = {"visible": [9.0] * 10, "received": [0.0] * 10, "inflight": [4.0] * 10}
+    for series in (busy, idle, long_tasks):
         assert "ALARM" not in alarm_states(evaluate(spec.queries, series), spec.comparison,
                                            spec.threshold, spec.periods)  # fmt: skip
 
