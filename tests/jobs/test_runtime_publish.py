@@ -79,7 +79,9 @@ def test_bulk_messages_are_those_of_apply_async(runtime: Runtime) -> None:
     by_id = {decode_body(m["Body"])["headers"]["id"]: decode_body(m["Body"]) for m in messages}
     one, many = by_id[single], by_id[bulk]
     assert task_body(one) == task_body(many)
-    varying = {"id", "root_id", "argsrepr", "kwargsrepr", "origin"}
+    # Two publishes outside a task: each starts its own correlation id (both carry one).
+    varying = {"id", "root_id", "argsrepr", "kwargsrepr", "origin", "amply_correlation_id"}
+    assert one["headers"]["amply_correlation_id"] and many["headers"]["amply_correlation_id"]
     assert {k: v for k, v in one["headers"].items() if k not in varying} == {
         k: v for k, v in many["headers"].items() if k not in varying
     }
