@@ -40,6 +40,9 @@ from infra.settings import (
 from infra.tags import common_tags
 
 CONTAINER_NAME = "worker"
+LOG_BUFFER = "25m"
+"""The awslogs driver's buffer in non-blocking mode (its default is 1m): minutes of a busy
+worker's lines while CloudWatch Logs is slow."""
 LOG_STREAM_PREFIX = "worker"
 
 STOP_TIMEOUT_SECONDS = 120
@@ -137,12 +140,19 @@ def container_definitions(
             "healthCheck": HEALTH_CHECK,
             # An init process as PID 1 forwards ECS's signals to Celery and reaps its children.
             "linuxParameters": {"initProcessEnabled": True},
+            # Non-blocking, stated rather than left to ECS's default (which changed in 2025):
+            # a slow or throttled CloudWatch Logs must never block a worker's writes (the event
+            # loop writes the metric lines, and a blocked loop stops extending visibility). The
+            # price: past the buffer, lines are dropped, metric lines among them
+            # (docs/observability.md).
             "logConfiguration": {
                 "logDriver": "awslogs",
                 "options": {
                     "awslogs-group": log_group,
                     "awslogs-region": settings.region,
                     "awslogs-stream-prefix": LOG_STREAM_PREFIX,
+                    "mode": "non-blocking",
+                    "max-buffer-size": LOG_BUFFER,
                 },
             },
         }

@@ -171,8 +171,10 @@ def test_stop_timeout_health_check_and_logs(plan: Plan, stack: str) -> None:
         log_group = f"/ecs/{PREFIX[stack]}-worker-{group}"
         assert c["logConfiguration"] == {
             "logDriver": "awslogs",
+            # Never blocking a worker on a slow CloudWatch Logs, stated, not ECS's default.
             "options": {"awslogs-group": log_group, "awslogs-region": REGION,
-                        "awslogs-stream-prefix": "worker"},
+                        "awslogs-stream-prefix": "worker", "mode": "non-blocking",
+                        "max-buffer-size": "25m"},
         }  # fmt: skip
         lg = one(plan, LOG_GROUP, f"worker-{group}")
         assert lg["name"] == log_group and lg["retentionInDays"] == RETENTION[stack]
