@@ -16,6 +16,7 @@ still plans, retries until it is done; if the first died, its claim lapses after
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -40,7 +41,20 @@ PLANNING_LEASE_SECONDS = 600
 
 
 class PlanInProgress(RuntimeError):
-    """Another delivery of this firing is planning the month now: retry later."""
+    """Another delivery of this firing is planning the month now: retry later, once its claim
+    has had time to finish or lapse (``retry_after`` seconds)."""
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# Delete the claim only if it is still this firing's planning claim: a failed delivery gives
+# the month back at once, never a claim another delivery took or one already marked done.
+_RELEASE_CLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def orgs_with_donations(client: redis.Redis, month: Month) -> list[str]:
@@ -65,14 +79,27 @@ def plan_month(
         raw = client.get(key)
         held = json.loads(raw) if raw else {}
         if held.get("state") == "planning" and held.get("by") == firing_id:
-            raise PlanInProgress(f"firing {firing_id} is planning {month} in another delivery")
+            # Wait out the claim rather than the backoff: a delivery killed mid-plan leaves it
+            # until the lease lapses, and the backoff's retries could all run out before.
+            ttl = client.ttl(key)
+            raise PlanInProgress(
+                f"firing {firing_id} is planning {month} in another delivery",
+                retry_after=max(1, int(ttl)) if ttl and ttl > 0 else 1,
+            )
         if not held:  # the claim lapsed between the two calls: claim it on the retry
             raise PlanInProgress(f"the claim on {month} changed while firing {firing_id} read it")
         log.info("reports_already_planned", month=str(month), by=held.get("by"),
                  firing=firing_id)  # fmt: skip
         return {"month": str(month), "enqueued": 0, "planned_by": held.get("by")}
-    orgs = orgs_with_donations(client, month)
-    ids = enqueue([(org, str(month)) for org in orgs])
+    try:
+        orgs = orgs_with_donations(client, month)
+        ids = enqueue([(org, str(month)) for org in orgs])
+    except BaseException:
+        # Give the month back, so that this firing's retry (or redelivery) plans it again:
+        # enqueue_many sends all or nothing it could build, and reports are idempotent.
+        with contextlib.suppress(redis.RedisError):
+            client.eval(_RELEASE_CLAIM, 1, key, claim)
+        raise
     done = json.dumps({"by": firing_id, "state": "done", "reports": len(ids)})
     client.set(key, done, ex=PLANNED_TTL_SECONDS)
     log.info("reports_planned", month=str(month), organisations=len(orgs), firing=firing_id)
@@ -103,4 +130,6 @@ def plan_monthly_reports(self: Any, month: str | None = None) -> dict[str, Any]:
         )  # fmt: skip
     except (redis.ConnectionError, redis.TimeoutError, PlanInProgress) as exc:
         # The month is pinned: the retry must plan the month of this firing, whenever it runs.
-        retry_with_backoff(self, exc, kwargs={"month": str(which)})
+        retry_with_backoff(
+            self, exc, kwargs={"month": str(which)}, retry_after=getattr(exc, "retry_after", None)
+        )

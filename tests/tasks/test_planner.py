@@ -62,8 +62,10 @@ def test_one_plan_per_month_whatever_the_firings(ledger: redis.Redis) -> None:
 def test_a_delivery_of_a_firing_still_planning_retries(ledger: redis.Redis) -> None:
     key = f"{PLANNED_PREFIX}2025-03"
     ledger.set(key, json.dumps({"by": "firing-1", "state": "planning"}), ex=60)
-    with pytest.raises(PlanInProgress):
+    with pytest.raises(PlanInProgress) as info:
         plan_month(ledger, Month(2025, 3), "firing-1", Enqueued())
+    # It retries once the claim may have lapsed, not on a backoff that could run out first.
+    assert info.value.retry_after is not None and 50 <= info.value.retry_after <= 60
     # while another firing, finding it claimed, leaves it to that one
     assert plan_month(ledger, Month(2025, 3), "firing-2", Enqueued())["enqueued"] == 0
 
@@ -74,3 +76,16 @@ def test_the_month_comes_from_the_firing_s_scheduled_time() -> None:
 
     assert firing_time(Request()) == datetime(2025, 4, 1, tzinfo=UTC)
     assert firing_time(object()) is None
+
+
+def test_a_plan_that_fails_gives_the_month_back_for_its_retry(ledger: redis.Redis) -> None:
+    def refused(calls: Sequence[tuple[str, str]]) -> list[str]:
+        raise RuntimeError("SQS refused the batch")
+
+    march = Month(2025, 3)
+    with pytest.raises(RuntimeError):
+        plan_month(ledger, march, "firing-1", refused)
+    # Not left claimed for the lease: the retry of the same firing plans the month at once.
+    retry = Enqueued()
+    assert plan_month(ledger, march, "firing-1", retry)["enqueued"] == 2
+    assert retry.calls == [("org-a", "2025-03"), ("org-b", "2025-03")]
