@@ -2,7 +2,7 @@
 
 A plain table rather than the Celery app's registry: the Pulumi program validates the stack
 settings and may not import the app (pyproject's import-linter contracts).
-tests/schedules/test_catalogue.py holds it equal to tasks the app really registers.
+tests/schedules/test_trigger.py holds it equal to tasks the app really registers.
 """
 
 from __future__ import annotations
