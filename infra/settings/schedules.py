@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract.routes import route_for
 from contract.schedules.catalogue import SCHEDULABLE_TASKS
 from contract.schedules.expressions import ExpressionError, parse, zone
 from contract.schedules.trigger import trigger_body
@@ -164,8 +165,14 @@ def _one(
             f"is not a task a schedule may run (contract/schedules/catalogue.py): {known}",
         )
     tier = text("tier", True)
+    routed = route_for(task) if task in SCHEDULABLE_TASKS else None
     if tier and tier not in tier_names:
         fail("tier", tier, f"is not a defined tier ({', '.join(tier_names) or 'none defined'})")
+    elif tier and routed and tier != routed:
+        # A firing dead-lettered on one tier would be redriven to another: redrive routes
+        # by task name, as every producer does.
+        fail("tier", tier, f"{task} runs on tier {routed!r} (contract/routes.py): set "
+                           f"tier: {routed}")  # fmt: skip
     args = d.get("args")
     if args is None:
         args = []

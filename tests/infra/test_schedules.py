@@ -42,6 +42,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("unix cron", {"expression": "0 3 * * *"}, "expression", "cron(0 2 1 * ? *)"),
     ("unknown task", {"task": "amply.jobs.reports.nope"}, "task", "catalogue"),
     ("unknown tier", {"tier": "urgent"}, "tier", "not a defined tier"),
+    ("a tier the task is not routed to", {"tier": "high"}, "tier", "runs on tier 'celery'"),
     ("bad time zone", {"timezone": "Europe/Atlantis"}, "timezone", "IANA"),
     ("bad name", {"name": "has space"}, "name", "scheduler model"),
     ("window too wide", {"flexibleWindowMinutes": 1441}, "flexibleWindowMinutes", "1..1440"),
