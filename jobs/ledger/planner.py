@@ -41,12 +41,7 @@ PLANNING_LEASE_SECONDS = 600
 
 
 class PlanInProgress(RuntimeError):
-    """Another delivery of this firing is planning the month now: retry later, once its claim
-    has had time to finish or lapse (``retry_after`` seconds)."""
-
-    def __init__(self, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+    """Another delivery of this firing is planning the month now: retry later."""
 
 
 # Delete the claim only if it is still this firing's planning claim: a failed delivery gives
@@ -79,13 +74,10 @@ def plan_month(
         raw = client.get(key)
         held = json.loads(raw) if raw else {}
         if held.get("state") == "planning" and held.get("by") == firing_id:
-            # Wait out the claim rather than the backoff: a delivery killed mid-plan leaves it
-            # until the lease lapses, and the backoff's retries could all run out before.
-            ttl = client.ttl(key)
-            raise PlanInProgress(
-                f"firing {firing_id} is planning {month} in another delivery",
-                retry_after=max(1, int(ttl)) if ttl and ttl > 0 else 1,
-            )
+            # The backoff, not the lease: the other delivery normally finishes in seconds. A
+            # delivery killed mid-plan (SIGKILL, OOM) leaves its claim to the lease; SQS's
+            # redeliveries of this firing, a base visibility apart, outlast it.
+            raise PlanInProgress(f"firing {firing_id} is planning {month} in another delivery")
         if not held:  # the claim lapsed between the two calls: claim it on the retry
             raise PlanInProgress(f"the claim on {month} changed while firing {firing_id} read it")
         log.info("reports_already_planned", month=str(month), by=held.get("by"),
@@ -130,6 +122,4 @@ def plan_monthly_reports(self: Any, month: str | None = None) -> dict[str, Any]:
         )  # fmt: skip
     except (redis.ConnectionError, redis.TimeoutError, PlanInProgress) as exc:
         # The month is pinned: the retry must plan the month of this firing, whenever it runs.
-        retry_with_backoff(
-            self, exc, kwargs={"month": str(which)}, retry_after=getattr(exc, "retry_after", None)
-        )
+        retry_with_backoff(self, exc, kwargs={"month": str(which)})

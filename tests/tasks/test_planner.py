@@ -62,10 +62,8 @@ def test_one_plan_per_month_whatever_the_firings(ledger: redis.Redis) -> None:
 def test_a_delivery_of_a_firing_still_planning_retries(ledger: redis.Redis) -> None:
     key = f"{PLANNED_PREFIX}2025-03"
     ledger.set(key, json.dumps({"by": "firing-1", "state": "planning"}), ex=60)
-    with pytest.raises(PlanInProgress) as info:
+    with pytest.raises(PlanInProgress):
         plan_month(ledger, Month(2025, 3), "firing-1", Enqueued())
-    # It retries once the claim may have lapsed, not on a backoff that could run out first.
-    assert info.value.retry_after is not None and 50 <= info.value.retry_after <= 60
     # while another firing, finding it claimed, leaves it to that one
     assert plan_month(ledger, Month(2025, 3), "firing-2", Enqueued())["enqueued"] == 0
 
