@@ -5,9 +5,11 @@ entries tried again, what still fails reported, never dropped."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +25,11 @@ SQS_BATCH_ENTRIES = 10
 BATCH_ATTEMPTS = 4  # first try + retries of the entries SQS reports as failed
 ACK_BATCH = 10  # DeleteMessageBatch's maximum
 ACK_FLUSH_SECONDS = 0.25  # the longest an ack waits for company
+# How many SendMessageBatch requests one flush keeps in flight. Each request is mostly a wait
+# for SQS (a round trip, ~10-20 ms in a region); side by side, N of them cost about one.
+# boto3's client is thread-safe, and its connection pool holds 10 (botocore's
+# max_pool_connections), so up to 8 never wait for a connection.
+PUBLISH_CONCURRENCY = 8
 
 
 def message_size(send_kwargs: dict[str, Any]) -> int:
@@ -71,6 +78,7 @@ class PublishBatch:
     requests: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     _closed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def publish(self, message: dict[str, Any], **kwargs: Any) -> None:
         if self._closed:
@@ -87,9 +95,15 @@ class PublishBatch:
         groups: dict[str, list[BatchEntry]] = defaultdict(list)
         for entry in pending:
             groups[entry.queue_url].append(entry)
-        for entries in groups.values():
-            for chunk in chunks(entries):
-                self._send(chunk)
+        requests = [chunk for entries in groups.values() for chunk in chunks(entries)]
+        if len(requests) > 1:
+            # Side by side: the order of messages across requests was never promised (SQS
+            # standard queues do not keep it), and each chunk's outcome is its own.
+            workers = min(len(requests), PUBLISH_CONCURRENCY)
+            with ThreadPoolExecutor(workers, thread_name_prefix="sqs-publish") as pool:
+                list(pool.map(self._send, requests))
+        elif requests:
+            self._send(requests[0])
         if self.failed:
             failed, self.failed = self.failed, []
             task = pending[0].task if pending else "?"
@@ -98,12 +112,13 @@ class PublishBatch:
     def _send(self, chunk: list[BatchEntry]) -> None:
         todo = {str(i): e for i, e in enumerate(chunk)}
         errors: dict[str, str] = {}
+        sent = requests = 0
         for attempt in range(BATCH_ATTEMPTS):
             if attempt:
                 time.sleep(0.2 * 2**attempt)  # SQS throttling or a blip: back off a little
             first = next(iter(todo.values()))
             entries = [{"Id": i, **e.params} for i, e in todo.items()]
-            self.requests += 1
+            requests += 1
             try:
                 resp = first.client.send_message_batch(QueueUrl=first.queue_url, Entries=entries)
             except (ClientError, BotoCoreError, OSError) as exc:
@@ -113,16 +128,19 @@ class PublishBatch:
                 errors = {i: code or type(exc).__name__ for i in todo}
                 continue
             for ok in resp.get("Successful", []):
-                todo.pop(ok["Id"], None)
-                self.sent += 1
+                if todo.pop(ok["Id"], None) is not None:
+                    sent += 1
             errors = {f["Id"]: f.get("Code", "Failed") for f in resp.get("Failed", [])}
             todo = {i: e for i, e in todo.items() if i in errors}
             if not todo:
-                return
+                break
         for i, entry in todo.items():
             log.error("bulk_enqueue_refused", task=entry.task, task_id=entry.task_id,
                       code=errors.get(i))  # fmt: skip
-            self.failed.append((entry.task_id, errors.get(i, "Failed")))
+        with self._lock:  # chunks are sent from several threads
+            self.sent += sent
+            self.requests += requests
+            self.failed += [(entry.task_id, errors.get(i, "Failed")) for i, entry in todo.items()]
 
     def discard(self) -> None:
         self.pending = []

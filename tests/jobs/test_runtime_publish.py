@@ -198,3 +198,26 @@ def test_a_producer_with_a_bad_contract_fails_every_publish_and_never_falls_back
     task_id = record.delay(runtime.run, "after").id
     (msg,) = runtime.receive_all(runtime.stack.queues["celery"], expect=1)
     assert decode_body(msg["Body"])["headers"]["id"] == task_id
+
+
+def test_bulk_reports_the_refusals_of_every_batch_sent_side_by_side(runtime: Runtime) -> None:
+    """Batches go out concurrently: the refusals of each (here entry 4 of every batch of 10)
+    are all reported, and the count of sent messages is the sum over the batches."""
+    doomed: set[str] = set()
+
+    def refuse(action: str, entry: dict[str, Any]) -> bool:
+        if action != "SendMessageBatch":
+            return False
+        if entry["Id"] == "4" and len(doomed) < 5:
+            doomed.add(_task_id(entry))
+        return _task_id(entry) in doomed
+
+    runtime.proxy.refuse = refuse
+    sig = runtime.app.signature("amply.tests.record")
+    with pytest.raises(BulkEnqueueError) as info:
+        enqueue_many(sig, [(runtime.run, str(i)) for i in range(50)])
+    assert sorted(tid for tid, _ in info.value.failed) == sorted(doomed) and len(doomed) == 5
+    assert info.value.sent == 45
+    received = runtime.receive_all(runtime.stack.queues["celery"], expect=45)
+    got = {decode_body(m["Body"])["headers"]["id"] for m in received}
+    assert len(got) == 45 and not got & doomed
