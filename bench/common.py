@@ -309,6 +309,7 @@ def workers(
                 "PYTHONUNBUFFERED": "1",
                 "REMAP_SIGTERM": "SIGQUIT",
                 "AMPLY_SOFT_SHUTDOWN_SECONDS": "5",
+                **group.environment(),  # the group's own variables, as its ECS task has them
                 **contract,
             }
             with log_path.open("wb") as out:

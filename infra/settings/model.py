@@ -172,9 +172,18 @@ class WorkerGroupSettings:
     freed slot. 0 receives at once: the lowest latency on a burst of short tasks. Default 20
     (about one in-region SQS round trip), 0 to 1000."""
 
+    reserved_slots: int = 0
+    """``reservedSlots``: processes kept for the group's first queue. The group's other queues
+    never take the last N free prefetch slots, so a message on the first queue (``high``)
+    starts at once even while long tasks of the others run (``AMPLY_SQS_RESERVED_SLOTS``,
+    jobs/runtime/transport.py); they run on ``concurrency`` - N processes at most. Default 1
+    when the group consumes more than one queue with more than one process, else 0; 0 to
+    ``concurrency`` - 1."""
+
     def environment(self) -> dict[str, str]:
         """The contract variables that differ by group (the rest is the stack's)."""
-        return {"AMPLY_SQS_RECEIVE_FILL_MS": str(self.receive_fill_ms)}
+        return {"AMPLY_SQS_RECEIVE_FILL_MS": str(self.receive_fill_ms),
+                "AMPLY_SQS_RESERVED_SLOTS": str(self.reserved_slots)}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ _ALARM_KEYS = {
 }  # fmt: skip
 _GROUP_KEYS = {
     "name", "queues", "concurrency", "cpu", "memory", "architecture", "minCapacity",
-    "maxCapacity", "spot", "downstream", "scaling", "receiveFillMs",
+    "maxCapacity", "spot", "downstream", "scaling", "receiveFillMs", "reservedSlots",
 }  # fmt: skip
 _SCALING_KEYS = {"metric", "target", "scaleOutCooldownSeconds", "scaleInCooldownSeconds"}
 _NETWORK_KEYS = {"vpcId", "privateSubnetIds", "assignPublicIp"}
@@ -120,11 +120,15 @@ def _group(r: _Reader, key: str, raw: Any) -> WorkerGroupSettings:
                                     s.get("scaleInCooldownSeconds"), sc.scale_in_cooldown,
                                     0, 3600),
     )  # fmt: skip
+    queues = r.strings(f"{key}.queues", d.get("queues"))
+    concurrency = r.integer(f"{key}.concurrency", d.get("concurrency"), g.concurrency, 1, 64)
+    # The first queue keeps a process of its own when it shares the group with others.
+    reserved = 1 if len(queues) > 1 and concurrency > 1 else 0
     return WorkerGroupSettings(
         name=r.string(f"{key}.name", d.get("name"), pattern=CELERY_QUEUE_RE,
                       rule="must be lowercase letters, digits, - or _"),
-        queues=r.strings(f"{key}.queues", d.get("queues")),
-        concurrency=r.integer(f"{key}.concurrency", d.get("concurrency"), g.concurrency, 1, 64),
+        queues=queues,
+        concurrency=concurrency,
         cpu=r.integer(f"{key}.cpu", d.get("cpu"), g.cpu),
         memory=r.integer(f"{key}.memory", d.get("memory"), g.memory),
         architecture=r.choice(f"{key}.architecture", d.get("architecture"), g.architecture,
@@ -136,6 +140,8 @@ def _group(r: _Reader, key: str, raw: Any) -> WorkerGroupSettings:
         scaling=scaling,
         receive_fill_ms=r.integer(f"{key}.receiveFillMs", d.get("receiveFillMs"),
                                   g.receive_fill_ms, 0, 1000),
+        reserved_slots=r.integer(f"{key}.reservedSlots", d.get("reservedSlots"), reserved, 0,
+                                 max(concurrency - 1, 0)),
     )  # fmt: skip
 
 

@@ -101,6 +101,8 @@ def settings_from_environment(environ: dict[str, str] | None = None) -> dict[str
         "amply_visibility": {name: t.visibility_timeout for name, t in cfg.tiers.items()},
         # On a backlog, free slots wait this long for the others: one receive fills them all.
         "amply_receive_fill_seconds": cfg.receive_fill_ms / 1000,
+        # The last free slots kept for the worker's first queue (-Q high,celery: high).
+        "amply_reserved_slots": cfg.reserved_slots,
         # Asked for in the receive itself (no extra request): SentTimestamp gives the
         # QueueWait metric (jobs/runtime/metrics.py); kombu needs ApproximateReceiveCount.
         "fetch_message_attributes": ["ApproximateReceiveCount", "SentTimestamp"],

@@ -35,6 +35,7 @@ MAX_SOFT_SHUTDOWN = 90
 DEFAULT_SOFT_SHUTDOWN = 90
 DEFAULT_RECEIVE_FILL_MS = 20  # about one in-region SQS round trip (jobs/runtime/transport.py)
 MAX_RECEIVE_FILL_MS = 1000
+MAX_RESERVED_SLOTS = 63  # below the largest concurrency a group may have (64)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class RuntimeConfig:
     receive_fill_ms: int = DEFAULT_RECEIVE_FILL_MS
     """How long free prefetch slots of a busy queue wait for the others, so that one receive
     fills them all (``AMPLY_SQS_RECEIVE_FILL_MS``; jobs/runtime/transport.py)."""
+    reserved_slots: int = 0
+    """Free prefetch slots the worker's queues other than its first never take
+    (``AMPLY_SQS_RESERVED_SLOTS``; jobs/runtime/transport.py)."""
 
     def limits_for(self, queue: str | None) -> TierLimits:
         """The limits of ``queue``; for a queue not known here, the strictest tier's, which
@@ -205,6 +209,18 @@ def _receive_fill(environ: Mapping[str, str]) -> int:
     return int(raw)
 
 
+def _reserved_slots(environ: Mapping[str, str]) -> int:
+    raw = environ.get("AMPLY_SQS_RESERVED_SLOTS", "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit() or int(raw) > MAX_RESERVED_SLOTS:
+        raise ConfigError(
+            f"AMPLY_SQS_RESERVED_SLOTS must be a whole number from 0 to {MAX_RESERVED_SLOTS} "
+            f"(the processes kept for the worker's first queue; 0: none), not {raw!r}"
+        )
+    return int(raw)
+
+
 def _switch(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raw = environ.get(name, "").strip().lower()
     if not raw:
@@ -248,4 +264,5 @@ def load_config(environ: Mapping[str, str] | None = None) -> RuntimeConfig:
         batch_acks=_switch(env, "AMPLY_SQS_BATCH_ACKS", True),
         task_metrics=_switch(env, "AMPLY_TASK_METRICS", True),
         receive_fill_ms=_receive_fill(env),
+        reserved_slots=_reserved_slots(env),
     )

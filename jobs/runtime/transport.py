@@ -51,6 +51,7 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
 
 from __future__ import annotations
 
+from collections import deque
 from time import monotonic
 from typing import Any
 
@@ -87,6 +88,15 @@ log = get_logger("amply.jobs.transport")
 RECEIVE_GRACE = 30
 SQS_MAX_MESSAGES = 10
 SHORT_CLIENT_SECONDS = 300
+# Reading ahead on a fast backlog: a queue may hold, beyond its free slots, as many messages
+# as it completed in the last AHEAD_BUDGET_SECONDS (so each held one is expected to start
+# within about that long), at most AHEAD_MAX. Held messages have their
+# visibility extended like running ones and are released at shutdown.
+AHEAD_BUDGET_SECONDS = 0.25
+# Two receives' worth: a full receive is sent while the previous one's last ten still wait,
+# so the processes never idle for a round trip.
+AHEAD_MAX = 2 * SQS_MAX_MESSAGES
+RATE_WINDOW_SECONDS = 1.0
 # Entry errors of an extension that mean the message is no longer ours to keep.
 GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"})
 
@@ -126,10 +136,48 @@ class Channel(SQS.Channel):
     _keeper: Keeper | None = None  # messages held, whose visibility follows the task
     _short_clients: dict[str | None, tuple[Any, float]] | None = None
     _extend_timer: Any = None
+    _done: dict[str, deque[float]] | None = None  # queue -> when its recent acks came
 
     @property
     def batch_acks(self) -> bool:
         return bool(self.transport_options.get("amply_batch_acks", True))
+
+    @property
+    def reserved_slots(self) -> int:
+        return int(self.transport_options.get("amply_reserved_slots", 0) or 0)
+
+    def _count_done(self, delivery_tag: Any) -> None:
+        try:
+            queue = self.qos.get(delivery_tag).delivery_info.get("routing_key")
+        except (KeyError, AttributeError):
+            return
+        if queue:
+            if self._done is None:
+                self._done = {}
+            self._done.setdefault(queue, deque(maxlen=4 * AHEAD_MAX)).append(monotonic())
+
+    def _ahead(self, queue: str) -> int:
+        """How many messages ``queue`` may hold beyond its slots: what it completed in the
+        last AHEAD_BUDGET_SECONDS (measured over RATE_WINDOW_SECONDS), at most AHEAD_MAX.
+        None for a queue whose visibility is not extended (a held message would lapse) or
+        whose tasks are slow: a worker that falls behind stops reading ahead at once."""
+        if self.visibility_of(queue) is None or not self._done or queue not in self._done:
+            return 0
+        now = monotonic()
+        recent = sum(1 for t in self._done[queue] if now - t <= RATE_WINDOW_SECONDS)
+        return min(AHEAD_MAX, int(recent * AHEAD_BUDGET_SECONDS / RATE_WINDOW_SECONDS))
+
+    def _own_unsettled(self, queue: str) -> int:
+        qos = self.qos
+        return sum(1 for tag, m in qos._delivered.items()
+                   if tag not in qos._dirty
+                   and (m.delivery_info or {}).get("routing_key") == queue)  # fmt: skip
+
+    def _reserve_for(self, queue: str) -> int:
+        """The free slots ``queue`` may not take: those kept for the worker's first queue
+        (``-Q high,celery``: high), none for the first queue itself."""
+        active = self._active_queues
+        return self.reserved_slots if active and queue != active[0] else 0
 
     @property
     def receive_fill_seconds(self) -> float:
@@ -139,6 +187,7 @@ class Channel(SQS.Channel):
     # -- acknowledgements: DeleteMessageBatch ---------------------------------------------
 
     def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        self._count_done(delivery_tag)
         self._settled(delivery_tag)
         try:
             if not (self.batch_acks and self.hub is not None and self._buffer_ack(delivery_tag)):
@@ -310,15 +359,34 @@ class Channel(SQS.Channel):
         if queue not in self._active_queues:
             return
         free, promised = self._slots()
-        available = None if free is None else free - promised
+        reserve = self._reserve_for(queue)
+        available = None if free is None else free - promised - reserve
+        active = self._active_queues
+        if available is not None and self.reserved_slots and active and queue == active[0]:
+            # The first queue always has its reserved slots, whatever the others hold.
+            available = max(available, self.reserved_slots - self._own_unsettled(queue))
+        busy = queue in (self._backlog or ())
+        ahead = self._ahead(queue) if busy and available is not None else 0
+        if ahead and available is not None:
+            # Reading ahead: receive when a full receive fits, or when a slot is free with
+            # nothing held to start; meanwhile the acks that free slots resume the queue.
+            qos = self.qos
+            unsettled = len(qos._delivered) - len(qos._dirty)
+            room = (qos.prefetch_count or 0) - reserve + ahead - unsettled - promised
+            if room >= SQS_MAX_MESSAGES or (available > 0 and room > 0):
+                count = min(room, SQS_MAX_MESSAGES)
+                self._receive(queue, count, promised=count)
+            else:
+                self._park(queue, self.connection.polling_interval)
+            return
         if available is not None and available <= 0:
-            # Every free slot is promised to a receive in flight (or none is free): asking
-            # now could bring messages that wait, unstarted, while their visibility runs.
+            # Every free slot is promised to a receive in flight, kept for the first queue,
+            # or none is free: asking now could bring messages that wait, unstarted, while
+            # their visibility runs, or take the process a high message needs.
             self._park(queue, self.connection.polling_interval)
             return
-        full = (self.qos.prefetch_count or 0) - promised
+        full = (self.qos.prefetch_count or 0) - promised - reserve
         fill = self.receive_fill_seconds
-        busy = queue in (self._backlog or ())
         if not coalesced and fill and available is not None and available < full and busy:
             self._park(queue, fill)
             return
@@ -450,13 +518,14 @@ class Channel(SQS.Channel):
     # error").
 
     def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> int:
-        sent = (self._receiving or {}).pop(qname, (0, 0.0, monotonic()))[2]
+        asked, _, sent = (self._receiving or {}).pop(qname, (0, 0.0, monotonic()))
         try:
-            return self._handle_receive(queue, qname, messages, sent)
+            return self._handle_receive(queue, qname, messages, sent, asked)
         finally:
             self._slot_freed()  # a promise ended: slots it held and did not fill are free
 
-    def _handle_receive(self, queue: str, qname: str, messages: Any, sent: float) -> int:
+    def _handle_receive(self, queue: str, qname: str, messages: Any, sent: float,
+                        asked: int = 0) -> int:  # fmt: skip
         if not isinstance(messages, dict):
             log.warning("sqs_receive_failed", queue=qname, action="polling again")
             return 0
@@ -474,7 +543,8 @@ class Channel(SQS.Channel):
             self._release_messages(queue, qname, msgs)
             return 0
         free, promised = self._slots()
-        if free is not None and len(msgs) > free - promised:
+        # A read-ahead receive was promised all it asked for: what it brings is expected.
+        if free is not None and len(msgs) > max(free - promised, asked):
             # More than the free slots: an idle queue's long poll (one message) answered
             # after the other queues took them. The message is kept for this worker's next
             # free slot, its visibility extended meanwhile, so it cannot run twice. Not

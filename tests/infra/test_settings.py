@@ -171,7 +171,31 @@ INVALID: list[tuple[str, Mutation, str]] = [
         ),
         "tiers",
     ),
+    (
+        "every process reserved for the first queue",
+        setter("workerGroups", (0, "reservedSlots"), 4),
+        "workerGroups[0].reservedSlots",
+    ),
 ]
+
+
+@pytest.mark.parametrize(
+    ("index", "concurrency", "given", "expected"),
+    [(0, 4, None, 1), (0, 1, None, 0), (1, 2, None, 0), (0, 4, 0, 0), (0, 4, 3, 3)],
+)  # fmt: skip
+def test_a_group_of_several_queues_keeps_a_process_for_its_first_by_default(
+    index: int, concurrency: int, given: int | None, expected: int
+) -> None:
+    """dev's group 0 consumes high and celery, group 1 low alone."""
+    doc = copy.deepcopy(stack_doc())
+    group = cfg(doc, "workerGroups")[index]
+    group["concurrency"] = concurrency
+    if given is not None:
+        group["reservedSlots"] = given
+    settings = from_mapping(doc, "dev", "Pulumi.dev.yaml")
+    assert settings.worker_groups[index].reserved_slots == expected
+    env = settings.worker_groups[index].environment()
+    assert env["AMPLY_SQS_RESERVED_SLOTS"] == str(expected)
 
 
 def test_the_matrix_is_big_enough() -> None:

@@ -144,6 +144,8 @@ def test_environment_is_the_contract_and_urls_come_from_the_queue_outputs(
             "AWS_REGION": REGION,
             "REMAP_SIGTERM": "SIGQUIT",
             "AMPLY_SQS_RECEIVE_FILL_MS": "20",  # the group's, by default
+            # By default a process is kept for the first queue of a group of several.
+            "AMPLY_SQS_RESERVED_SLOTS": "1" if group == "high" else "0",
         }
 
 

@@ -84,27 +84,69 @@ def test_every_task_is_deleted_exactly_once(runtime_factory: Any, batching: str)
         assert singles == 60 and batches == []
 
 
-def test_a_backlog_is_received_a_full_prefetch_at_a_time(runtime_factory: Any) -> None:
-    """The bill of consuming: with -c 4 and prefetch multiplier 1 a receive can bring at
-    most 4 messages. On a backlog each receive brings 4 (jobs/runtime/transport.py waits for every
-    slot to free), not the one or two that have just freed as kombu alone asks for (about 2
-    per receive, measured): receives per task stay at the floor, 0.25."""
+def test_a_backlog_of_short_tasks_is_received_ten_at_a_time(runtime_factory: Any) -> None:
+    """The bill of consuming: with -c 2 a receive for the free slots brings 2 messages at
+    most (0.5 receives per task). On a backlog of short tasks the worker reads ahead, holding
+    what it completes in a quarter of a second beyond its slots: its receives fill to 10
+    (0.1 per task, SQS's floor), and every task still runs once."""
     runtime = runtime_factory()
     sig = runtime.app.signature("amply.tests.record")
-    n = 80
+    n = 120
     enqueue_many(sig, [(runtime.run, f"b{i}") for i in range(n)])
-    # A generous wait, so that the count does not depend on how loaded the machine is (how
-    # far apart 4 tasks end); the default's effect is measured by bench/consume.py.
-    env = {**runtime.env, "AMPLY_SQS_RECEIVE_FILL_MS": "1000"}
-    with run_worker(env, queues=["celery"], concurrency=4):
+    with run_worker(runtime.env, queues=["celery"], concurrency=2):
         runtime.wait_for(f"{n} runs", lambda: len(runtime.runs()) == n, timeout=60)
         receives = runtime.proxy.actions("ReceiveMessage")
     asked = [int(r.params.get("MaxNumberOfMessages", 1)) for r in receives]
-    print(f"\n{n} tasks, -c 4: {len(receives)} ReceiveMessage, asking for {asked}")
-    # n / 4 receives that fill every slot, plus the idle poll the worker starts with and the
-    # one in flight when the last task ends.
-    assert len(receives) <= n // 4 + 2, asked
+    print(f"\n{n} tasks, -c 2: {len(receives)} ReceiveMessage, asking for {asked}")
+    assert max(asked) == 10, asked  # beyond the 2 slots
+    # Far below the n / 2 receives of slot-sized ones; the first ones (before any task has
+    # finished, so before any rate is known) are slot-sized.
+    assert len(receives) <= n // 4, asked
     assert set(runtime.runs().values()) == {1}
+
+
+def test_a_backlog_of_slow_tasks_is_never_read_ahead(runtime_factory: Any) -> None:
+    """Tasks that take longer than the read-ahead budget: nothing is held beyond the free
+    slots, so no message waits in a worker while another could run it."""
+    runtime = runtime_factory()
+    sig = runtime.app.signature("amply.tests.sleep")
+    n = 8
+    enqueue_many(sig, [(runtime.run, f"s{i}", 0.6) for i in range(n)])
+    with run_worker(runtime.env, queues=["celery"], concurrency=2):
+        runtime.wait_for(f"{n} runs", lambda: len(runtime.runs()) == n, timeout=60)
+        receives = runtime.proxy.actions("ReceiveMessage")
+    asked = [int(r.params.get("MaxNumberOfMessages", 1)) for r in receives]
+    assert max(asked) <= 2, asked
+    assert set(runtime.runs().values()) == {1}
+
+
+def test_a_clean_shutdown_while_reading_ahead_releases_what_is_held_at_once(
+    runtime_factory: Any,
+) -> None:
+    """SIGTERM while the worker holds messages beyond its slots (a backlog of short tasks):
+    every finished task is deleted once, everything held is visible again at once (not after
+    the 60 s visibility), and a second worker runs each remaining task once."""
+    runtime: Runtime = runtime_factory(tiers=SLOW_TIERS)
+    url = runtime.stack.queues["celery"]
+    sig = runtime.app.signature("amply.tests.sleep")
+    n = 300
+    enqueue_many(sig, [(runtime.run, f"s{i}", 0.02) for i in range(n)])
+    with run_worker(runtime.env, queues=["celery"], concurrency=2) as worker:
+        runtime.wait_for("a read-ahead receive", lambda: any(
+            int(r.params.get("MaxNumberOfMessages", 1)) > 2
+            for r in runtime.proxy.actions("ReceiveMessage")))  # fmt: skip
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) is not None
+    done = runtime.runs()
+    assert set(done.values()) == {1}
+    assert len(deleted_handles(runtime)) == len(done)
+    remaining = n - len(done)
+    runtime.wait_for("the held messages visible again",
+                     lambda: counts(runtime, url) == (remaining, 0), timeout=10)  # fmt: skip
+    with run_worker(runtime.env, queues=["celery"], concurrency=2):
+        runtime.wait_for(f"{n} runs", lambda: len(runtime.runs()) == n, timeout=90)
+        runtime.wait_for("an empty queue", lambda: runtime.depth(url) == 0)
+    assert set(runtime.runs().values()) == {1}  # no task ran twice
 
 
 @pytest.mark.parametrize("remap", ["SIGQUIT", ""], ids=["soft", "warm"])

@@ -153,6 +153,20 @@ def test_the_receive_fill_reaches_the_transport(raw: str | None, seconds: float)
     assert options["amply_receive_fill_seconds"] == seconds
 
 
+@pytest.mark.parametrize("raw", ["-1", "one", "1.5", "64"])
+def test_a_bad_reserved_slots_is_named_with_its_range(raw: str) -> None:
+    message = error_of(contract(AMPLY_SQS_RESERVED_SLOTS=raw))
+    assert message.startswith("AMPLY_SQS_RESERVED_SLOTS") and "from 0 to 63" in message
+    assert repr(raw) in message
+
+
+@pytest.mark.parametrize(("raw", "slots"), [(None, 0), ("0", 0), ("2", 2)])
+def test_the_reserved_slots_reach_the_transport(raw: str | None, slots: int) -> None:
+    env = contract() if raw is None else contract(AMPLY_SQS_RESERVED_SLOTS=raw)
+    options = settings_from_environment(env)["broker_transport_options"]
+    assert options["amply_reserved_slots"] == slots
+
+
 def test_celery_settings_follow_the_contract() -> None:
     conf = settings_from_environment(contract(AMPLY_SQS_ENDPOINT="http://127.0.0.1:5000"))
     options = conf["broker_transport_options"]

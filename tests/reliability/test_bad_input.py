@@ -231,6 +231,38 @@ def test_a_high_task_is_never_held_behind_a_long_task_and_runs_once(
     assert runtime.depth(runtime.stack.dlq_url) == 0
 
 
+def test_a_reserved_slot_starts_high_while_long_celery_tasks_run(runtime_factory: Any) -> None:
+    """The shipped layout (-Q high,celery) with a backlog of long celery tasks: without a
+    slot kept for high, every process takes a long task and a webhook waits for one to end.
+    With AMPLY_SQS_RESERVED_SLOTS=1, celery runs on one process of two, and high tasks
+    start and finish while the long tasks are still running."""
+    tiers = fast_tiers(maxReceiveCount=MAX_RECEIVES)
+    tiers[1].update(visibilityTimeoutSeconds=30, softTimeLimitSeconds=15, timeLimitSeconds=20)
+    runtime = runtime_factory(tiers=tiers)
+    env = {**runtime.env, "AMPLY_SQS_RESERVED_SLOTS": "1"}
+    longs = [f"long-{i}" for i in range(3)]
+    with run_worker(env, queues=["high", "celery"], concurrency=2) as worker:
+        for token in longs:
+            runtime.app.send_task("amply.tests.sleep", args=[runtime.run, token, 4],
+                                  queue="celery")  # fmt: skip
+        runtime.wait_for("a long task", lambda: runtime.redis.hgetall(
+            f"amply-tests:{runtime.run}:started"))  # fmt: skip
+        high = [f"high-{i}" for i in range(3)]
+        for token in high:
+            runtime.app.send_task("amply.tests.record", args=[runtime.run, token], queue="high")
+        done = runtime.wait_for("the high tasks", lambda: (
+            runtime.runs() if set(high) <= set(runtime.runs()) else None), 40)  # fmt: skip
+        started = runtime.redis.hgetall(f"amply-tests:{runtime.run}:started")
+        # Ordering, not timing: the high tasks were done before the first long one ended,
+        # and only one long task had started by then (the other process was high's).
+        assert not set(longs) & set(done), done
+        assert len(started) == 1, started
+        runtime.wait_for("the long tasks", lambda: set(longs) <= set(runtime.runs()), 40)
+        tiers_emptied(runtime)
+        assert worker.proc.poll() is None
+    assert runtime.runs() == dict.fromkeys(longs + high, 1)
+
+
 def test_non_utf8_and_disallowed_bodies_reach_the_dlq_intact_and_the_worker_goes_on(
     runtime: Runtime,
 ) -> None:
