@@ -61,6 +61,8 @@ from tests.support.proxy import Recorded
 GOAL_REQUESTS_PER_TASK = 1.3  # issue 7
 GOAL_PROJECT_REQUESTS_PER_TASK = 0.4  # issue 8
 GOAL_PROJECT_SPEEDUP = 2.0  # issue 8: project tasks/s over stock's
+GOAL_CONSUME_REQUESTS_19 = 0.3  # issue 19: receives and deletes per consumed task
+GOAL_SPEEDUP_19 = 10.0  # issue 19: project tasks/s over stock's
 GROUP = "high"  # today's group: -Q high,celery -c 4
 CONTENDERS = ("raw boto3", "stock Celery", "project, batch acks off", "project, metrics off",
               "project")  # fmt: skip
@@ -163,6 +165,12 @@ def summarize(rows: dict[str, Any]) -> dict[str, Any]:
             "project_requests_per_task_at_most_0.4": project["consume_requests_per_task"]
             <= GOAL_PROJECT_REQUESTS_PER_TASK,
             "project_at_least_2x_stock": speedup >= GOAL_PROJECT_SPEEDUP,
+            "project_requests_per_task_at_most_0.3": project["consume_requests_per_task"]
+            <= GOAL_CONSUME_REQUESTS_19,
+            "project_at_least_10x_stock": speedup >= GOAL_SPEEDUP_19,
+            # Issue 19: the batched acks never cost throughput.
+            "batch_acks_at_least_as_fast": project["tasks_per_s"]
+            >= rows["project, batch acks off"]["tasks_per_s"],
         },
     }
 
@@ -197,6 +205,15 @@ def run(n: int, timeout: float | None = None) -> dict[str, Any]:
              g["project_requests_per_task_at_most_0.4"]],
             ["project >= 2x stock tasks/s (issue 8)", f"{summary['project_over_stock']}x",
              g["project_at_least_2x_stock"]],
+            ["project <= 0.3 consume requests/task (issue 19)",
+             rows["project"]["consume_requests_per_task"],
+             g["project_requests_per_task_at_most_0.3"]],
+            ["project >= 10x stock tasks/s (issue 19)", f"{summary['project_over_stock']}x",
+             g["project_at_least_10x_stock"]],
+            ["batch acks on >= off, tasks/s (issue 19)",
+             f"{rows['project']['tasks_per_s']} vs "
+             f"{rows['project, batch acks off']['tasks_per_s']}",
+             g["batch_acks_at_least_as_fast"]],
         ],
     )  # fmt: skip
     result = {"n": n, "consumers": rows, **summary}

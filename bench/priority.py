@@ -3,18 +3,21 @@
 A backlog of 2,000 long-running tasks (1,000 on ``celery``, 1,000 on ``low``) is enqueued,
 the worker groups start on it, and once every pool process is busy a no-op probe routed to
 ``high`` (a webhook's tier) is enqueued at a steady rate. Each probe records, in the worker,
-its enqueue-to-start latency. Two worker layouts on the production settings:
+its enqueue-to-start latency. Three worker layouts on the production settings:
 
-* ``today``: the groups of Pulumi.prod.yaml (``high`` = ``-Q high,celery -c 4``, ``low``);
+* ``shipped``: the groups of Pulumi.prod.yaml (``high`` = ``-Q high,celery -c 4`` with its
+  default ``reservedSlots`` 1: ``celery`` never takes the last free process; ``low``);
+* ``no reserved slot``: the same with ``reservedSlots: 0`` (the layout before issue 19);
 * ``own high group``: a settings variant where ``high`` has a group of its own
   (``-Q high -c 2``), the ``celery`` tier a group ``default`` (``-Q celery -c 4``), ``low``
   unchanged.
 
 Scaling: the long-running tasks sleep ``--task-seconds`` (2 s by default) instead of the
-minutes a checkpoint or a monthly report takes. With today's layout a probe waits for a pool
-process of the ``high`` group to free, so its latency grows in proportion to that duration:
-multiply today's figures by (real duration / task seconds) for production. The variant's
-latency does not depend on it. Goal (issue 7): p99 under 1 s with the variant.
+minutes a checkpoint or a monthly report takes. Without a reserved slot a probe waits for a
+pool process of the ``high`` group to free, so its latency grows in proportion to that
+duration: multiply those figures by (real duration / task seconds) for production. The other
+two layouts' latency does not depend on it. Goal (issue 19): p99 under 1 s with the shipped
+layout, while long ``celery`` tasks fill every slot they may take.
 
     python -m bench.priority [--quick] [--rate PER_S] [--seconds S] [--task-seconds S]
 """
@@ -106,7 +109,11 @@ def measure(ep: Endpoint, layout: str, groups: Sequence[WorkerGroupSettings], *,
                                             timeout=60 + 4 * task_seconds * probes)  # fmt: skip
     return {
         "layout": layout,
-        "groups": [f"{g.name}: -Q {','.join(g.queues)} -c {g.concurrency}" for g in groups],
+        "groups": [
+            f"{g.name}: -Q {','.join(g.queues)} -c {g.concurrency}"
+            + (f" (reserved {g.reserved_slots})" if g.reserved_slots else "")
+            for g in groups
+        ],
         "probes": probes,
         "p50_s": round(percentile(latencies, 50), 3),
         "p99_s": round(percentile(latencies, 99), 3),
@@ -116,14 +123,16 @@ def measure(ep: Endpoint, layout: str, groups: Sequence[WorkerGroupSettings], *,
 
 def run(rate: float, seconds: float, task_seconds: float) -> dict[str, Any]:
     prod_groups = load_stack("prod").worker_groups
-    layouts = {"today": prod_groups, "own high group": own_high_group(prod_groups)}
+    unreserved = tuple(dataclasses.replace(g, reserved_slots=0) for g in prod_groups)
+    layouts = {"shipped": prod_groups, "no reserved slot": unreserved,
+               "own high group": own_high_group(unreserved)}  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory(prefix="amply-bench-") as tmp, endpoint() as ep:
         for layout, groups in layouts.items():
             rows.append(measure(ep, layout, groups, rate=rate, seconds=seconds,
                                 task_seconds=task_seconds, log_dir=Path(tmp)))  # fmt: skip
-    variant = rows[-1]
-    met = variant["p99_s"] < GOAL_P99_SECONDS
+    shipped = rows[0]
+    met = shipped["p99_s"] < GOAL_P99_SECONDS
     t = table(
         f"high-tier enqueue-to-start latency behind {2 * BACKLOG_PER_TIER:,} long tasks "
         f"({task_seconds:g} s each, scaled), {rate:g} probes/s for {seconds:g} s",
@@ -132,10 +141,10 @@ def run(rate: float, seconds: float, task_seconds: float) -> dict[str, Any]:
          for r in rows],
     )  # fmt: skip
     goals = table("Goals", ["goal", "measured", "met"],
-                  [["own high group: p99 < 1 s", variant["p99_s"], met]])  # fmt: skip
+                  [["shipped layout: p99 < 1 s", shipped["p99_s"], met]])  # fmt: skip
     result = {"rate_per_s": rate, "seconds": seconds, "task_seconds": task_seconds,
               "backlog": 2 * BACKLOG_PER_TIER, "layouts": rows,
-              "goals": {"variant_p99_under_1s": met}}  # fmt: skip
+              "goals": {"shipped_p99_under_1s": met}}  # fmt: skip
     emit("priority", [t, goals], result)
     return result
 

@@ -151,8 +151,9 @@ def alarm_specs(settings: StackSettings) -> list[TaskAlarmSpec]:
             queries=tuple(stalled_queries(q, period)),
             comparison="GreaterThanOrEqualToThreshold", threshold=1, periods=stalled_periods,
             description=(
-                f"{q} (Celery queue {tier.name}) had messages visible and none received for "
-                f"{o.stalled_minutes} min: no worker consumes it (hung, or none running). "
+                f"{q} (Celery queue {tier.name}) had messages visible, none received and none "
+                f"in flight for {o.stalled_minutes} min: no worker consumes it (hung, or none "
+                f"running). "
                 f"Runbook: {runbook_link('stalled')}"
             ),
         ))  # fmt: skip

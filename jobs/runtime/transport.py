@@ -25,8 +25,15 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
   ``polling_interval`` (1 s), and polls a busy queue again for whatever one or two slots have
   just freed. Here a full queue is resumed by the ack that frees a slot, and on a backlog the
   free slots wait (at most ``AMPLY_SQS_RECEIVE_FILL_MS``, 20 ms) for the others, so that one
-  receive fills them all: 4 messages per receive with ``-c 4``, the floor that prefetch
-  multiplier 1 allows. An idle queue is long-polled at once, as in kombu.
+  receive fills them all: 4 messages per receive with ``-c 4``. An idle queue is long-polled
+  at once, as in kombu.
+* **Read-ahead.** On a backlog of short tasks a queue may hold, beyond its free slots, what it
+  completed in the last AHEAD_BUDGET_SECONDS (at most AHEAD_MAX): receives fill to 10. Held
+  messages have their visibility extended and are released at shutdown; a queue whose tasks
+  slow down stops reading ahead at once (the allowance is its recent completion rate).
+* **Reserved slots.** ``amply_reserved_slots`` (``AMPLY_SQS_RESERVED_SLOTS``) free slots are
+  never taken by the worker's queues other than its first: ``-Q high,celery`` keeps a process
+  for ``high`` while long ``celery`` tasks run.
 * **One message at a time.** Each received message is converted and handed to the consumer
   on its own; whatever it raises (an envelope of the wrong shape, a field of the wrong type
   at any depth) is logged with its message id and left to SQS, which redelivers it and then
@@ -34,7 +41,8 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
   is the queue a message came from, never the one its producer wrote.
 * **No over-fetch.** A receive on a queue with a backlog promises the slots it asks for (and
   does not long-poll); another queue's receive asks only for slots neither holding a message
-  nor promised, so a worker does not hold a message it cannot start. An idle queue's long
+  nor promised, so a worker does not hold a message it cannot start (read-ahead aside, whose
+  messages are expected to start within AHEAD_BUDGET_SECONDS). An idle queue's long
   poll asks for one message and promises nothing; if that message does not fit when it
   comes, it is kept for the next free slot with its visibility extended (never released:
   a release would spend one of its maxReceiveCount receives).
@@ -372,7 +380,9 @@ class Channel(SQS.Channel):
             # nothing held to start; meanwhile the acks that free slots resume the queue.
             qos = self.qos
             unsettled = len(qos._delivered) - len(qos._dirty)
-            room = (qos.prefetch_count or 0) - reserve + ahead - unsettled - promised
+            # The first queue's reserved slots stay its own, whatever the others hold ahead.
+            room = max((qos.prefetch_count or 0) - reserve + ahead - unsettled - promised,
+                       available)  # fmt: skip
             if room >= SQS_MAX_MESSAGES or (available > 0 and room > 0):
                 count = min(room, SQS_MAX_MESSAGES)
                 self._receive(queue, count, promised=count)
