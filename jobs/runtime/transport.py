@@ -145,6 +145,7 @@ class Channel(SQS.Channel):
     _short_clients: dict[str | None, tuple[Any, float]] | None = None
     _extend_timer: Any = None
     _done: dict[str, deque[float]] | None = None  # queue -> when its recent acks came
+    _drained: set[str] = frozenset()  # type: ignore[assignment]  # see _handle_receive
 
     @property
     def batch_acks(self) -> bool:
@@ -450,6 +451,14 @@ class Channel(SQS.Channel):
                                   connection=self.asynsqs(queue=qname),
                                   callback=on_response)  # fmt: skip
 
+    def _loop1(self, queue: str, messages_fetched: Any = None) -> None:
+        if not messages_fetched and queue in self._drained:
+            self._drained.discard(queue)
+            hub: Any = self.hub
+            hub.call_soon(self._schedule_queue, queue)
+            return
+        super()._loop1(queue, messages_fetched)
+
     def _receive_raised(self, queue: str, exc: BaseException) -> None:
         if self._receiving:
             self._receiving.pop(queue, None)
@@ -541,11 +550,16 @@ class Channel(SQS.Channel):
             return 0
         msgs = messages.get("Messages") or []
         if self._backlog is None:
-            self._backlog = set()
+            self._backlog, self._drained = set(), set()
         if msgs:
             self._backlog.add(qname)
         else:
-            self._backlog.discard(qname)
+            if qname in self._backlog:
+                # A backlog's short poll came back empty: the queue has just drained. Its
+                # next receive is an idle queue's long poll, sent at once (_loop1), not
+                # after polling_interval: a message sent in that second would wait for it.
+                self._backlog.discard(qname)
+                self._drained.add(qname)
             return 0
         callback = self.connection._callbacks.get(qname)
         if callback is None:
