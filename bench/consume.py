@@ -24,6 +24,7 @@ per task and at least 2x stock's tasks/s (issue 8).
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import tempfile
 import threading
@@ -63,9 +64,12 @@ GOAL_PROJECT_REQUESTS_PER_TASK = 0.4  # issue 8
 GOAL_PROJECT_SPEEDUP = 2.0  # issue 8: project tasks/s over stock's
 GOAL_CONSUME_REQUESTS_19 = 0.3  # issue 19: receives and deletes per consumed task
 GOAL_SPEEDUP_19 = 10.0  # issue 19: project tasks/s over stock's
-GROUP = "high"  # today's group: -Q high,celery -c 4
+GROUP = "high"  # the shipped group: -Q high,celery -c 4, a slot reserved for high
+# The same group consuming celery alone (as prod's low group does low): read-ahead is on only
+# where nothing is reserved and no other queue of the worker waits (docs/runtime.md).
+ONE_QUEUE = "project, -Q celery alone"
 CONTENDERS = ("raw boto3", "stock Celery", "project, batch acks off", "project, metrics off",
-              "project")  # fmt: skip
+              "project", ONE_QUEUE)  # fmt: skip
 BATCH_OFF = {"AMPLY_SQS_BATCH_ACKS": "0"}  # docs/contract.md: the switch of issue 8
 METRICS_OFF = {"AMPLY_TASK_METRICS": "0"}  # jobs/runtime/metrics.py: the switch of issue 17
 GOAL_METRICS_OVERHEAD = 0.05  # issue 17: tasks/s within 5 % of metrics off
@@ -142,7 +146,10 @@ def measure(ep: Endpoint, n: int, log_dir: Path, timeout: float) -> dict[str, An
         app = STOCK_APP if label == "stock Celery" else PROJECT_APP
         env = {**stack.env(), **(BATCH_OFF if "batch acks off" in label else {}),
                **(METRICS_OFF if "metrics off" in label else {})}  # fmt: skip
-        spec = (f"c{CONTENDERS.index(label)}", app, stack.group(GROUP), env)
+        group = stack.group(GROUP)
+        if label == ONE_QUEUE:
+            group = dataclasses.replace(group, queues=("celery",), reserved_slots=0)
+        spec = (f"c{CONTENDERS.index(label)}", app, group, env)
         with workers([spec], log_dir):
             rows[label] = _timed(ep, stack, n, timeout)
         if rows[label]["deleted"] != n:
@@ -166,6 +173,8 @@ def summarize(rows: dict[str, Any]) -> dict[str, Any]:
             <= GOAL_PROJECT_REQUESTS_PER_TASK,
             "project_at_least_2x_stock": speedup >= GOAL_PROJECT_SPEEDUP,
             "project_requests_per_task_at_most_0.3": project["consume_requests_per_task"]
+            <= GOAL_CONSUME_REQUESTS_19,
+            "one_queue_requests_per_task_at_most_0.3": rows[ONE_QUEUE]["consume_requests_per_task"]
             <= GOAL_CONSUME_REQUESTS_19,
             "project_at_least_10x_stock": speedup >= GOAL_SPEEDUP_19,
             # Issue 19: the batched acks never cost throughput.
@@ -208,6 +217,9 @@ def run(n: int, timeout: float | None = None) -> dict[str, Any]:
             ["project <= 0.3 consume requests/task (issue 19)",
              rows["project"]["consume_requests_per_task"],
              g["project_requests_per_task_at_most_0.3"]],
+            ["-Q celery alone <= 0.3 consume requests/task (issue 19)",
+             rows[ONE_QUEUE]["consume_requests_per_task"],
+             g["one_queue_requests_per_task_at_most_0.3"]],
             ["project >= 10x stock tasks/s (issue 19)", f"{summary['project_over_stock']}x",
              g["project_at_least_10x_stock"]],
             ["batch acks on >= off, tasks/s (issue 19)",

@@ -5,6 +5,7 @@ entries tried again, what still fails reported, never dropped."""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import defaultdict
@@ -101,7 +102,12 @@ class PublishBatch:
             # standard queues do not keep it), and each chunk's outcome is its own.
             workers = min(len(requests), PUBLISH_CONCURRENCY)
             with ThreadPoolExecutor(workers, thread_name_prefix="sqs-publish") as pool:
-                list(pool.map(self._send, requests))
+                # Each in a copy of the caller's context: its log lines keep the bound
+                # fields (the correlation id) a thread would not inherit.
+                futures = [pool.submit(contextvars.copy_context().run, self._send, chunk)
+                           for chunk in requests]  # fmt: skip
+                for future in futures:
+                    future.result()
         elif requests:
             self._send(requests[0])
         if self.failed:

@@ -30,7 +30,8 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
 * **Read-ahead.** On a backlog of short tasks a queue may hold, beyond its free slots, what it
   completed in the last AHEAD_BUDGET_SECONDS (at most AHEAD_MAX): receives fill to 10. Held
   messages have their visibility extended and are released at shutdown; a queue whose tasks
-  slow down stops reading ahead at once (the allowance is its recent completion rate).
+  slow down stops reading ahead at once (the allowance is its recent completion rate). Never
+  on a queue with a reserve, nor while another of the worker's queues has a backlog.
 * **Reserved slots.** ``amply_reserved_slots`` (``AMPLY_SQS_RESERVED_SLOTS``) free slots are
   never taken by the worker's queues other than its first: ``-Q high,celery`` keeps a process
   for ``high`` while long ``celery`` tasks run.
@@ -186,7 +187,11 @@ class Channel(SQS.Channel):
         """The free slots ``queue`` may not take: those kept for the worker's first queue
         (``-Q high,celery``: high), none for the first queue itself."""
         active = self._active_queues
-        return self.reserved_slots if active and queue != active[0] else 0
+        if not active or queue == active[0]:
+            return 0
+        # Never every slot: a reserve of the whole prefetch (AMPLY_SQS_RESERVED_SLOTS=1 on a
+        # worker started with -c 1) would stop the other queues for good.
+        return min(self.reserved_slots, max((self.qos.prefetch_count or 0) - 1, 0))
 
     @property
     def receive_fill_seconds(self) -> float:
@@ -375,7 +380,13 @@ class Channel(SQS.Channel):
             # The first queue always has its reserved slots, whatever the others hold.
             available = max(available, self.reserved_slots - self._own_unsettled(queue))
         busy = queue in (self._backlog or ())
-        ahead = self._ahead(queue) if busy and available is not None else 0
+        # Read ahead only where what is held cannot take another queue's process: Celery's
+        # pool hands held messages to any idle process, the reserved one included, and a
+        # held long task there would keep a high message waiting for its whole run. So not
+        # on a queue with a reserve, nor while another of the worker's queues has a backlog.
+        alone = not reserve and not any(q != queue and q in (self._backlog or ())
+                                        for q in active)  # fmt: skip
+        ahead = self._ahead(queue) if busy and alone and available is not None else 0
         if ahead and available is not None:
             # Reading ahead: receive when a full receive fits, or when a slot is free with
             # nothing held to start; meanwhile the acks that free slots resume the queue.
