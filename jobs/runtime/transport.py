@@ -169,7 +169,7 @@ class Channel(SQS.Channel):
     def _ahead(self, queue: str) -> int:
         """How many messages ``queue`` may hold beyond its slots: what it completed in the
         last AHEAD_BUDGET_SECONDS (measured over RATE_WINDOW_SECONDS), at most AHEAD_MAX.
-        None for a queue whose visibility is not extended (a held message would lapse) or
+        0 for a queue whose visibility is not extended (a held message would lapse) or
         whose tasks are slow: a worker that falls behind stops reading ahead at once."""
         if self.visibility_of(queue) is None or not self._done or queue not in self._done:
             return 0
@@ -392,7 +392,8 @@ class Channel(SQS.Channel):
             # nothing held to start; meanwhile the acks that free slots resume the queue.
             qos = self.qos
             unsettled = len(qos._delivered) - len(qos._dirty)
-            # The first queue's reserved slots stay its own, whatever the others hold ahead.
+            # Never less than ``available``: the first queue's reserved slots stay its own,
+            # whatever surplus the other (idle) queues' long polls brought.
             room = max((qos.prefetch_count or 0) - reserve + ahead - unsettled - promised,
                        available)  # fmt: skip
             if room >= SQS_MAX_MESSAGES or (available > 0 and room > 0):
