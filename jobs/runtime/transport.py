@@ -61,9 +61,12 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from contextlib import suppress
 from time import monotonic
 from typing import Any
 
+import pycurl
 from amqp.protocol import queue_declare_ok_t
 from kombu.transport import SQS, virtual
 from vine import promise, transform
@@ -106,6 +109,12 @@ AHEAD_BUDGET_SECONDS = 0.25
 # so the processes never idle for a round trip.
 AHEAD_MAX = 2 * SQS_MAX_MESSAGES
 RATE_WINDOW_SECONDS = 1.0
+# Receives still in flight when the worker's event loop closes (shutdown): their answers are
+# waited for this long and what they bring is released at once, instead of staying hidden
+# for its visibility timeout. A backlog's receive answers at once; an idle queue's long poll
+# may stay open for its whole wait, so only an answer already on its way is taken.
+SETTLE_SHORT_POLL_SECONDS = 2.0
+SETTLE_LONG_POLL_SECONDS = 0.2
 # Entry errors of an extension that mean the message is no longer ours to keep.
 GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"})
 
@@ -120,6 +129,26 @@ def _reason(exc: BaseException) -> str:
 # amply_receive_fill_seconds (from AMPLY_SQS_RECEIVE_FILL_MS) is not given: the contract's
 # default, about one in-region SQS round trip.
 RECEIVE_COALESCE_SECONDS = DEFAULT_RECEIVE_FILL_MS / 1000
+
+
+def drive_requests(client: Any, done: Callable[[], bool], seconds: float) -> bool:
+    """Run kombu's curl client without its event loop (closed already) until ``done()`` or
+    ``seconds`` have passed: sends what is queued, reads what has arrived and hands each
+    finished response to its callbacks. True when time ran out first."""
+    multi = client._multi
+    deadline = monotonic() + seconds
+    while not done():
+        if monotonic() >= deadline:
+            return True
+        # Every socket of the client, and its timers (a request not yet sent): libcurl
+        # tells by itself what each socket is ready for (event mask 0).
+        for fd in [*client._fds, pycurl.SOCKET_TIMEOUT]:
+            with suppress(pycurl.error):  # a socket libcurl has just closed
+                multi.socket_action(fd, 0)
+        client._process_pending_requests()
+        if not done():
+            multi.select(0.02)
+    return False
 
 
 class QoS(SQS.QoS):
@@ -147,6 +176,8 @@ class Channel(SQS.Channel):
     _extend_timer: Any = None
     _done: dict[str, deque[float]] | None = None  # queue -> when its recent acks came
     _drained: set[str] = frozenset()  # type: ignore[assignment]  # see _handle_receive
+    _closing = False  # the event loop is closing: nothing received starts, nothing is asked
+    _guarded: Any = None  # the HTTP client whose close waits for this channel's receives
 
     @property
     def batch_acks(self) -> bool:
@@ -332,6 +363,7 @@ class Channel(SQS.Channel):
         self._release_handles(url, [handle], reason)
 
     def close(self) -> None:
+        self._closing = True
         try:
             if self._extend_timer is not None:
                 self._extend_timer.cancel()
@@ -370,7 +402,7 @@ class Channel(SQS.Channel):
         return free, promised
 
     def _schedule_queue(self, queue: str, coalesced: bool = False) -> None:
-        if queue not in self._active_queues:
+        if self._closing or queue not in self._active_queues:
             return
         free, promised = self._slots()
         reserve = self._reserve_for(queue)
@@ -449,6 +481,56 @@ class Channel(SQS.Channel):
         except BaseException:
             self._receiving.pop(queue, None)
             raise
+        self._guard_loop_close()
+
+    # -- consuming: nothing hidden by a receive in flight at shutdown ----------------------
+    # Celery closes the event loop (and with it kombu's HTTP client, whose requests are then
+    # dropped) before it closes the channel. A receive SQS has answered, or is answering,
+    # at that moment brings messages nobody handles: hidden for their visibility timeout,
+    # up to the tier's whole timeout, while the queue has a backlog (a deploy, a scale-in).
+    # The channel takes the client's place on the loop's close: it first lets the receives
+    # in flight end, releases what they bring, then closes the client as kombu would.
+
+    def _guard_loop_close(self) -> None:
+        hub: Any = self.hub
+        client = getattr(hub, "_current_http_client", None)
+        if client is None or client is self._guarded or not hasattr(client, "_multi"):
+            return
+        hub.on_close.discard(client._on_hub_close)
+        hub.on_close.add(self._on_loop_close)
+        self._guarded = client
+
+    def _on_loop_close(self, hub: Any) -> None:
+        client, self._guarded = self._guarded, None
+        hub.on_close.discard(self._on_loop_close)
+        self._closing = True
+        try:
+            if client is not None and not client._closed:
+                self._settle_receives(client)
+        except Exception as exc:  # never in the way of the shutdown
+            log.warning("receive_unsettled", error=_reason(exc),
+                        detail="visible again after the visibility timeout")  # fmt: skip
+        finally:
+            if client is not None:
+                client._on_hub_close(hub)
+
+    def _settle_receives(self, client: Any) -> None:
+        now = monotonic()
+        pending = {q: (until, sent) for q, (_, until, sent) in (self._receiving or {}).items()
+                   if until > now}  # fmt: skip
+        if not pending:
+            return
+        # A long poll's promise outlives its wait by RECEIVE_GRACE; a backlog's waits nothing.
+        short = {q for q, (until, sent) in pending.items() if until - sent < RECEIVE_GRACE + 1}
+
+        def answered(queues: set[str] | dict[str, Any]) -> Callable[[], bool]:
+            return lambda: not any(q in (self._receiving or {}) for q in queues)
+
+        if short:
+            drive_requests(client, answered(short), SETTLE_SHORT_POLL_SECONDS)
+        left = drive_requests(client, answered(pending), SETTLE_LONG_POLL_SECONDS)
+        if left:  # an idle queue's long poll, as at most shutdowns: nothing came meanwhile
+            log.info("receive_left_open", queues=sorted(pending))
 
     def _get_async(self, queue: str, count: int = 1, callback: Any = None) -> Any:
         # kombu's, with an error handler on the response's promise: kombu raises an error
@@ -573,7 +655,7 @@ class Channel(SQS.Channel):
                 self._backlog.discard(qname)
                 self._drained.add(qname)
             return 0
-        callback = self.connection._callbacks.get(qname)
+        callback = None if self._closing else self.connection._callbacks.get(qname)
         if callback is None:
             # The consumer is gone (shutdown): nothing of this receive may start here.
             self._release_messages(queue, qname, msgs)

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pycurl
 import pytest
+from kombu.asynchronous.hub import Hub, set_event_loop
 
 from jobs.runtime.bulk import enqueue_many
 from jobs.runtime.transport import ACK_BATCH
@@ -171,6 +173,41 @@ def test_a_clean_shutdown_while_reading_ahead_releases_what_is_held_at_once(
         runtime.wait_for(f"{n} runs", lambda: len(runtime.runs()) == n, timeout=90)
         runtime.wait_for("an empty queue", lambda: runtime.depth(url) == 0)
     assert set(runtime.runs().values()) == {1}  # no task ran twice
+
+
+def test_a_receive_in_flight_when_the_event_loop_closes_is_released_at_once(
+    runtime_factory: Any,
+) -> None:
+    """A worker stopping while SQS answers one of its receives (a deploy during a backlog):
+    Celery closes the event loop, and kombu's HTTP client with it, before the channel. What
+    that receive brings is visible again at once, not after the 60 s visibility, and nothing
+    is deleted. In-process, so that the answer is certain to be in flight at the close."""
+    runtime: Runtime = runtime_factory(tiers=SLOW_TIERS)
+    url = runtime.stack.queues["celery"]
+    enqueue_many(runtime.app.signature("amply.tests.record"),
+                 [(runtime.run, f"r{i}") for i in range(5)])  # fmt: skip
+    hub = Hub()
+    previous = set_event_loop(hub)
+    conn = runtime.app.connection_for_read()
+    try:
+        channel = conn.default_channel
+        channel._receive("celery", 5, promised=5)
+        client = hub._current_http_client
+        # The request goes out and SQS answers; the answer is left unread by the loop.
+        deadline = time.monotonic() + 10
+        while counts(runtime, url) != (0, 5):
+            assert time.monotonic() < deadline, "the receive never reached SQS"
+            for fd in [*client._fds, pycurl.SOCKET_TIMEOUT]:
+                client._multi.socket_action(fd, 0)
+            client._multi.select(0.02)
+        hub.close()
+        runtime.wait_for("the received messages visible again",
+                         lambda: counts(runtime, url) == (5, 0), timeout=5)  # fmt: skip
+    finally:
+        conn.release()
+        set_event_loop(previous)
+    assert deleted_handles(runtime) == []
+    assert len(runtime.proxy.actions("ReceiveMessage")) == 1
 
 
 @pytest.mark.parametrize("remap", ["SIGQUIT", ""], ids=["soft", "warm"])
