@@ -19,7 +19,7 @@ run: $(STAMP)
 
 ## test: lint, types, the CI/image lint and the whole suite
 test: $(STAMP) lint lint-ci typecheck
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=20
 
 ## lint: ruff, and the boundaries between packages (import-linter contracts in pyproject.toml)
 lint: $(STAMP)
@@ -71,7 +71,7 @@ $(LOCALSTACK_STAMP):
 
 test-localstack: $(STAMP) $(LOCALSTACK_STAMP)
 	$(PY) -m jobs.local.localstack --python $(LOCALSTACK_VENV)/bin/python -- \
-		$(PY) -m pytest -q -p no:cacheprovider $(LOCALSTACK_TESTS)
+		$(PY) -m pytest -q -p no:cacheprovider --durations=20 $(LOCALSTACK_TESTS)
 
 clean:
 	rm -rf $(VENV) $(LOCALSTACK_VENV) .mypy_cache .ruff_cache .pytest_cache
