@@ -8,8 +8,9 @@ entry of the local scheduler (``amply-jobs dev``, ``amply-jobs schedules``)::
         expression: cron(0 2 1 * ? *)          # required: cron(6 fields) or rate(N unit)
         timezone: Europe/Berlin                # default UTC
         task: amply.jobs.reports.plan_monthly_reports   # required: contract/schedules/catalogue.py
-        args: []                               # default none: positional arguments (JSON)
-        kwargs: {}                             # default none: keyword arguments (JSON)
+        args: []                               # default none: positional arguments (JSON),
+        kwargs: {}                             # default none: keyword arguments (JSON); both
+                                               # checked against the task's parameters
         tier: low                              # required: the tier whose queue it goes to
         flexibleWindowMinutes: 0               # default 0 (off): Scheduler may fire up to N
                                                # minutes late to spread load (1-1440)
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contract.routes import route_for
-from contract.schedules.catalogue import SCHEDULABLE_TASKS
+from contract.schedules.catalogue import SCHEDULABLE_TASKS, arguments_problem
 from contract.schedules.expressions import ExpressionError, parse, zone
 from contract.schedules.trigger import trigger_body
 
@@ -183,6 +184,11 @@ def _one(
         kwargs = {}
     elif not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         fail("kwargs", kwargs, "must be a mapping of names to JSON values")
+    named = isinstance(kwargs, Mapping) and all(isinstance(k, str) for k in kwargs)
+    # The task's own parameters: a call it would refuse would fail at every firing.
+    why = arguments_problem(task, args, kwargs) if isinstance(args, list) and named else None
+    if why:
+        fail("kwargs" if kwargs else "args", kwargs or args, why)
     window = d.get("flexibleWindowMinutes")
     if window is None:
         window = 0

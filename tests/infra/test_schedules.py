@@ -33,6 +33,7 @@ def with_schedule(**entry: Any) -> dict[str, Any]:
     return doc
 
 
+REPORT = {"task": "amply.jobs.reports.generate_monthly_report", "tier": "low"}
 BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("unparsable cron", {"expression": "cron(0 3 * *)"}, "expression", "6 fields"),
     ("both days given", {"expression": "cron(0 3 1 * MON *)"}, "expression", "?"),
@@ -49,7 +50,26 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("args not a list", {"args": "org-1"}, "args", "list"),
     ("missing task", {"task": None}, "task", "required"),
     ("unknown key", {"queue": "low"}, "queue", "unknown key"),
-    ("body over the target input", {"args": ["x" * 262_144]}, "args", "target input"),
+    ("body over the target input", {**REPORT, "args": ["x" * 262_144]}, "args", "target input"),
+    ("an argument the task does not take", {"args": ["org-1"]}, "args", "at most 0 positional"),
+    (
+        "a keyword the task does not take",
+        {**REPORT, "kwargs": {"org": "o1"}},
+        "kwargs",
+        "has no parameter 'org'",
+    ),
+    (
+        "a required argument left out",
+        {**REPORT, "kwargs": {"month": "2026-03"}},
+        "kwargs",
+        "needs 'org_id'",
+    ),
+    (
+        "an argument given twice",
+        {**REPORT, "args": ["o1"], "kwargs": {"org_id": "o1"}},
+        "kwargs",
+        "twice",
+    ),
 ]
 
 

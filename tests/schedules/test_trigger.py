@@ -7,7 +7,7 @@ import json
 import pytest
 
 from contract.routes import route_for
-from contract.schedules.catalogue import SCHEDULABLE_TASKS
+from contract.schedules.catalogue import PARAMETERS, SCHEDULABLE_TASKS
 from contract.schedules.trigger import NotATrigger, firing_task_id, parse_trigger, trigger_body
 from jobs.runtime.schedule_messages import as_celery_body
 
@@ -50,6 +50,18 @@ def test_the_celery_message_of_a_trigger_carries_the_task_its_arguments_and_the_
     assert headers["amply_correlation_id"] == headers["id"]
     assert envelope["properties"]["delivery_info"]["routing_key"] == "low"
     assert as_celery_body('{"body": "x"}', "low") is None
+
+
+def test_the_catalogue_holds_each_schedulable_task_s_real_parameters() -> None:
+    """The settings check a schedule's args against contract/schedules/catalogue.py: a task
+    whose signature changes without the catalogue fails here, not at its next firing."""
+    from tests.tasks.test_routes import in_app_process
+
+    code = ("import inspect, json, sys; print(json.dumps({n: [[p.name, p.default is "
+            "inspect.Parameter.empty] for p in inspect.signature(app.tasks[n].run)"
+            ".parameters.values()] for n in sys.argv[1:]}))")  # fmt: skip
+    real = json.loads(in_app_process(code, *SCHEDULABLE_TASKS))
+    assert {n: [list(p) for p in PARAMETERS[n]] for n in SCHEDULABLE_TASKS} == real
 
 
 def test_every_schedulable_task_is_registered_and_routed() -> None:

@@ -23,13 +23,11 @@ STACKS = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml")
 
 
 @functools.cache
-def amply_tasks() -> list[str]:
-    """The tasks the app registers, listed in a process of its own: finalizing the app reads
-    the contract (a dummy one here; nothing is sent), which this process must not keep."""
-    code = (
-        "from jobs.runtime.app import app; app.loader.import_default_modules(); "
-        "print('\\n'.join(sorted(n for n in app.tasks if n.startswith('amply.jobs.'))))"
-    )
+def in_app_process(code: str, *argv: str) -> str:
+    """What ``code`` prints, run with the app's tasks imported in a process of its own:
+    finalizing the app reads the contract (a dummy one here; nothing is sent), which this
+    process must not keep."""
+    prelude = "from jobs.runtime.app import app; app.loader.import_default_modules(); "
     url = "http://127.0.0.1:9/000000000000/q"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AMPLY_")},
@@ -37,9 +35,15 @@ def amply_tasks() -> list[str]:
         "AWS_REGION": "eu-west-1",
         "AMPLY_SQS_ENDPOINT": "http://127.0.0.1:9",
     }
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=60, check=True)  # fmt: skip
-    return out.stdout.split()
+    out = subprocess.run([sys.executable, "-c", prelude + code, *argv], capture_output=True,
+                         text=True, env=env, timeout=60, check=True)  # fmt: skip
+    return out.stdout
+
+
+def amply_tasks() -> list[str]:
+    """The tasks the app registers."""
+    code = "print('\\n'.join(sorted(n for n in app.tasks if n.startswith('amply.jobs.'))))"
+    return in_app_process(code).split()
 
 
 def test_every_task_has_a_route() -> None:
