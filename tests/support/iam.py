@@ -11,7 +11,6 @@ that enforcement is on before anything else runs.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +24,9 @@ from infra.iam import consumer_policy, dlq_operator_policy, policy_json, produce
 from infra.settings import StackSettings
 from jobs.local.emulator import FAKE_CREDENTIALS, ProcessEmulator
 from jobs.local.provision import provision, queue_arn
+from tests.support.sqs import REGION, contract_env
 
 ROOT = Path(__file__).resolve().parents[2]
-REGION = "eu-west-1"
 
 # The readiness probe (one ListQueues) + CreateUser, PutUserPolicy, CreateAccessKey.
 BOOTSTRAP_REQUESTS = 4
@@ -96,17 +95,8 @@ class EnforcedStack:
     def contract(self, role: str, **extra: str) -> dict[str, str]:
         """The environment contract (docs/contract.md) of these queues, with ``role``'s keys
         as the only credentials."""
-        return {
-            **self.roles[role].env(),
-            "AMPLY_QUEUES": json.dumps(self.queues),
-            "AMPLY_DLQ": self.dlq_url,
-            "AMPLY_SQS_ENDPOINT": self.endpoint,
-            "AWS_REGION": REGION,
-            "AWS_DEFAULT_REGION": REGION,
-            "AMPLY_ENV": self.settings.stack,
-            "AMPLY_TIERS": json.dumps(self.settings.runtime_tiers()),
-            **extra,
-        }
+        return contract_env(self.queues, self.dlq_url, self.endpoint, self.settings,
+                            self.roles[role].env(), **extra)  # fmt: skip
 
     def url(self, queue: str) -> str:
         return self.dlq_url if queue == "dlq" else self.queues[queue]

@@ -19,6 +19,23 @@ from jobs.local.provision import Provisioned, provision
 REGION = "eu-west-1"
 
 
+def contract_env(queues: dict[str, str], dlq_url: str, endpoint: str, settings: StackSettings,
+                 credentials: dict[str, str], **extra: str) -> dict[str, str]:  # fmt: skip
+    """The infra/runtime contract (docs/contract.md) of ``queues`` (tier -> URL) on
+    ``endpoint``, with ``credentials`` as the only AWS keys; ``extra`` goes over it."""
+    return {
+        **credentials,
+        "AMPLY_QUEUES": json.dumps(queues),
+        "AMPLY_DLQ": dlq_url,
+        "AMPLY_SQS_ENDPOINT": endpoint,
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AMPLY_ENV": settings.stack,
+        "AMPLY_TIERS": json.dumps(settings.runtime_tiers()),
+        **extra,
+    }
+
+
 def trial_settings(prefix: str, **overrides: Any) -> StackSettings:
     """Settings shaped like the real stacks, with short timeouts so that redelivery and
     dead-lettering happen within seconds. ``overrides`` replace top-level keys."""
@@ -81,17 +98,8 @@ class Stack:
 
     def env(self, **extra: str) -> dict[str, str]:
         """The infra/runtime contract (docs/contract.md) for these queues."""
-        return {
-            **FAKE_CREDENTIALS,
-            "AMPLY_QUEUES": json.dumps(self.queues),
-            "AMPLY_DLQ": self.dlq_url,
-            "AMPLY_SQS_ENDPOINT": self.endpoint,
-            "AWS_REGION": REGION,
-            "AWS_DEFAULT_REGION": REGION,
-            "AMPLY_ENV": self.settings.stack,
-            "AMPLY_TIERS": json.dumps(self.settings.runtime_tiers()),
-            **extra,
-        }
+        return contract_env(self.queues, self.dlq_url, self.endpoint, self.settings,
+                            FAKE_CREDENTIALS, **extra)  # fmt: skip
 
 
 @pytest.fixture
