@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,11 @@ import pytest
 import yaml
 
 from infra.alarms import QueueAlarms, QueueAlarmsArgs, alarm_specs
-from infra.mocks import ACCOUNT, RecordingMonitor, install, run_mocked
+from infra.mocks import ACCOUNT, install
 from infra.queues import JobQueues, JobQueuesArgs
 from infra.settings import StackSettings, from_mapping, load_stack
+from tests.infra.built import Built as BuiltBase
+from tests.infra.built import build_with
 
 ROOT = Path(__file__).resolve().parents[2]
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
@@ -30,12 +31,7 @@ EMAILS = {"prod": ["oncall@amply.org"], "dev": ["jobs-dev@amply.org"]}
 TIER_QUEUES = ("celery", "celery-high", "celery-low")
 
 
-@dataclass
-class Built:
-    settings: StackSettings
-    monitor: RecordingMonitor
-    outputs: dict[str, Any]
-
+class Built(BuiltBase):
     def alarm(self, name: str) -> dict[str, Any]:
         return self.monitor.named(ALARM, name).inputs
 
@@ -55,8 +51,7 @@ def build(settings: StackSettings) -> Built:
         )
         return {"topic_arn": a.topic_arn, "dashboard_name": a.dashboard_name}
 
-    run = run_mocked(program, settings.stack, region=settings.region)
-    return Built(settings, run.monitor, run.value)
+    return build_with(program, settings, Built)
 
 
 @pytest.fixture(scope="module", params=["dev", "prod"])

@@ -5,7 +5,6 @@ its expressions evaluated against series, and the ``observability`` settings."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +13,12 @@ import yaml
 
 from infra import observability as obs
 from infra.alarms import QueueAlarms, QueueAlarmsArgs
-from infra.mocks import RecordingMonitor, run_mocked
 from infra.observability import TaskObservability, TaskObservabilityArgs, alarm_specs
 from infra.queues import JobQueues, JobQueuesArgs
 from infra.settings import SettingsError, StackSettings, from_mapping, load_stack
 from infra.settings.observability import ObservabilitySettings
 from jobs.runtime import metrics
+from tests.infra.built import Built, build_with
 from tests.infra.metric_math import alarm_states, evaluate, from_get_metric_data
 from tests.infra.test_alarms import runbook_anchors
 
@@ -27,13 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 DASHBOARD = "aws:cloudwatch/dashboard:Dashboard"
 PREFIX = {"prod": "amply", "dev": "amply-dev"}
-
-
-@dataclass
-class Built:
-    settings: StackSettings
-    monitor: RecordingMonitor
-    outputs: dict[str, Any]
 
 
 def build(settings: StackSettings) -> Built:
@@ -45,8 +37,7 @@ def build(settings: StackSettings) -> Built:
             settings=settings, queue_names=q.names, topic_arn=a.topic_arn))  # fmt: skip
         return {"dashboard": o.dashboard_name, "topic": a.topic_arn}
 
-    run = run_mocked(program, settings.stack, region=settings.region)
-    return Built(settings, run.monitor, run.value)
+    return build_with(program, settings, Built)
 
 
 @pytest.fixture(scope="module", params=["prod", "dev"])

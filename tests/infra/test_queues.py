@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,11 @@ import pulumi
 import pytest
 import yaml
 
-from infra.mocks import ACCOUNT, RecordingMonitor, Registered, install, run_mocked
+from infra.mocks import ACCOUNT, Registered, install
 from infra.queues import JobQueues, JobQueuesArgs, queue_args
 from infra.settings import StackSettings, dlq_attributes, from_mapping, load_stack, tier_attributes
+from tests.infra.built import Built as BuiltBase
+from tests.infra.built import build_with
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "aws:sqs/queue:Queue"
@@ -27,12 +28,7 @@ TABLE = {"celery": ("celery", 120), "high": ("celery-high", 120), "low": ("celer
 PREFIX = {"prod": "amply", "dev": "amply-dev"}
 
 
-@dataclass
-class Built:
-    settings: StackSettings
-    monitor: RecordingMonitor
-    outputs: dict[str, Any]
-
+class Built(BuiltBase):
     def queue(self, name: str) -> Registered:
         return self.monitor.named(QUEUE, name)
 
@@ -55,8 +51,7 @@ def build(settings: StackSettings) -> Built:
             "dlq_name": q.dlq_name,
         }
 
-    run = run_mocked(program, settings.stack, region=settings.region)
-    return Built(settings, run.monitor, run.value)
+    return build_with(program, settings, Built)
 
 
 @pytest.fixture(scope="module", params=["dev", "prod"])
