@@ -214,11 +214,15 @@ class Channel(SQS.Channel):
                    if tag not in qos._dirty
                    and (m.delivery_info or {}).get("routing_key") == queue)  # fmt: skip
 
+    def _is_first(self, queue: str) -> bool:
+        """Whether ``queue`` is the worker's first queue (-Q), the one slots are kept for."""
+        active = self._active_queues
+        return not active or queue == active[0]
+
     def _reserve_for(self, queue: str) -> int:
         """The free slots ``queue`` may not take: those kept for the worker's first queue
         (``-Q high,celery``: high), none for the first queue itself."""
-        active = self._active_queues
-        if not active or queue == active[0]:
+        if not self.reserved_slots or self._is_first(queue):
             return 0
         # Never every slot: a reserve of the whole prefetch (AMPLY_SQS_RESERVED_SLOTS=1 on a
         # worker started with -c 1) would stop the other queues for good.
@@ -408,7 +412,7 @@ class Channel(SQS.Channel):
         reserve = self._reserve_for(queue)
         available = None if free is None else free - promised - reserve
         active = self._active_queues
-        if available is not None and self.reserved_slots and active and queue == active[0]:
+        if available is not None and self.reserved_slots and self._is_first(queue):
             # The first queue always has its reserved slots, whatever the others hold.
             available = max(available, self.reserved_slots - self._own_unsettled(queue))
         busy = queue in (self._backlog or ())
@@ -426,8 +430,7 @@ class Channel(SQS.Channel):
             unsettled = len(qos._delivered) - len(qos._dirty)
             # Never less than ``available``: the first queue's reserved slots stay its own,
             # whatever surplus the other (idle) queues' long polls brought.
-            room = max((qos.prefetch_count or 0) - reserve + ahead - unsettled - promised,
-                       available)  # fmt: skip
+            room = max((qos.prefetch_count or 0) + ahead - unsettled - promised, available)
             if room >= SQS_MAX_MESSAGES or (available > 0 and room > 0):
                 count = min(room, SQS_MAX_MESSAGES)
                 self._receive(queue, count, promised=count)
