@@ -114,7 +114,7 @@ RATE_WINDOW_SECONDS = 1.0
 # for its visibility timeout. A backlog's receive answers at once; an idle queue's long poll
 # may stay open for its whole wait, so only an answer already on its way is taken.
 SETTLE_SHORT_POLL_SECONDS = 2.0
-SETTLE_LONG_POLL_SECONDS = 0.2
+SETTLE_LONG_POLL_SECONDS = 0.1
 # Entry errors of an extension that mean the message is no longer ours to keep.
 GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"})
 

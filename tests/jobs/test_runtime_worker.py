@@ -148,24 +148,27 @@ def test_undecodable_and_unknown_messages_reach_the_dlq_and_the_worker_goes_on(
     assert runtime.depth(url) == 0
 
 
-def test_bulk_enqueue_of_1000_tasks_runs_each_exactly_once(runtime_factory: Any) -> None:
+def test_bulk_enqueue_of_400_tasks_runs_each_exactly_once(runtime_factory: Any) -> None:
     runtime = runtime_factory()  # the trial tiers: 6 s visibility, 4 s hard limit
     sig = runtime.app.signature("amply.tests.record")
-    ids = enqueue_many(sig, [(runtime.run, f"t{i}") for i in range(1000)])
-    assert len(ids) == len(set(ids)) == 1000
+    n = 400
+    ids = enqueue_many(sig, [(runtime.run, f"t{i}") for i in range(n)])
+    assert len(ids) == len(set(ids)) == n
     batches = runtime.proxy.actions("SendMessageBatch")
-    assert len(batches) <= 101
+    assert len(batches) <= n // 10 + 1
     assert all(len(b.params["Entries"]) <= 10 for b in batches)
-    assert sum(len(b.params["Entries"]) for b in batches) == 1000
+    assert sum(len(b.params["Entries"]) for b in batches) == n
     assert runtime.proxy.actions("SendMessage") == []
-    # The moto server is the bottleneck here (a receive scans the whole queue): ~20 tasks/s.
+    # The moto server is the bottleneck here: a receive scans the whole queue, so the time
+    # grows with the square of the backlog (1,000 tasks took 94 s of CI's 40 minutes; 400,
+    # a sixth of that). The worker's side of it is measured at scale in bench/consume.py.
     with run_worker(runtime.direct_env, queues=["celery"], concurrency=2):
-        runtime.wait_for("1000 runs", lambda: len(runtime.runs()) == 1000, timeout=240)
+        runtime.wait_for(f"{n} runs", lambda: len(runtime.runs()) == n, timeout=240)
         runtime.wait_for(
             "an empty queue", lambda: runtime.depth(runtime.stack.queues["celery"]) == 0
         )
     runs = runtime.runs()
-    assert sorted(runs) == sorted(f"t{i}" for i in range(1000))
+    assert sorted(runs) == sorted(f"t{i}" for i in range(n))
     assert set(runs.values()) == {1}
 
 
