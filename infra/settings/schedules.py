@@ -182,9 +182,9 @@ def _one(
     kwargs = d.get("kwargs")
     if kwargs is None:
         kwargs = {}
-    elif not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
-        fail("kwargs", kwargs, "must be a mapping of names to JSON values")
     named = isinstance(kwargs, Mapping) and all(isinstance(k, str) for k in kwargs)
+    if not named:
+        fail("kwargs", kwargs, "must be a mapping of names to JSON values")
     # The task's own parameters: a call it would refuse would fail at every firing.
     why = arguments_problem(task, args, kwargs) if isinstance(args, list) and named else None
     if why:

@@ -61,10 +61,10 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from time import monotonic
-from typing import Any
+from typing import Any, NamedTuple
 
 import pycurl
 from amqp.protocol import queue_declare_ok_t
@@ -131,6 +131,15 @@ def _reason(exc: BaseException) -> str:
 RECEIVE_COALESCE_SECONDS = DEFAULT_RECEIVE_FILL_MS / 1000
 
 
+class _Receive(NamedTuple):
+    """A receive in flight on one queue."""
+
+    asked: int  # slots it promised to fill
+    until: float  # monotonic time past which the promise lapses (a lost response)
+    sent: float  # monotonic time it was sent
+    long_poll: bool  # it waits for messages (an idle queue) rather than answering at once
+
+
 def drive_requests(client: Any, done: Callable[[], bool], seconds: float) -> bool:
     """Run kombu's curl client without its event loop (closed already) until ``done()`` or
     ``seconds`` have passed: sends what is queued, reads what has arrived and hands each
@@ -169,8 +178,7 @@ class Channel(SQS.Channel):
     _acks: dict[str, list[Handle]] | None = None  # queue URL -> acks not yet deleted
     _ack_timer: Any = None
     _releases: dict[str, list[Handle]] | None = None  # queue URL -> to make visible
-    # queue -> (slots asked, promised until, when the receive was sent)
-    _receiving: dict[str, tuple[int, float, float]] | None = None
+    _receiving: dict[str, _Receive] | None = None  # queue -> its receive in flight
     _keeper: Keeper | None = None  # messages held, whose visibility follows the task
     _short_clients: dict[str | None, tuple[Any, float]] | None = None
     _extend_timer: Any = None
@@ -379,6 +387,7 @@ class Channel(SQS.Channel):
                     self._ack_timer = None
                 self._flush_acks()
         finally:
+            self._unguard_loop_close()
             super().close()  # releases what was received and not finished, whatever happened
 
     # -- consuming: poll again as soon as a prefetch slot frees ---------------------------
@@ -402,7 +411,7 @@ class Channel(SQS.Channel):
         or at the latest until the long poll must have ended (a lost response frees it)."""
         free = self.qos.can_consume_max_estimate()
         now = monotonic()
-        promised = sum(n for n, until, _ in (self._receiving or {}).values() if until > now)
+        promised = sum(r.asked for r in (self._receiving or {}).values() if r.until > now)
         return free, promised
 
     def _schedule_queue(self, queue: str, coalesced: bool = False) -> None:
@@ -477,8 +486,8 @@ class Channel(SQS.Channel):
         if self._receiving is None:
             self._receiving = {}
         # The promise outlives the long poll by the client's read timeout at most.
-        now = monotonic()
-        self._receiving[queue] = (promised, now + self._wait_seconds(queue) + RECEIVE_GRACE, now)
+        now, wait = monotonic(), self._wait_seconds(queue)
+        self._receiving[queue] = _Receive(promised, now + wait + RECEIVE_GRACE, now, wait > 0)
         try:
             self._get_async(queue, count, callback=promise(self._loop1, (queue,)))
         except BaseException:
@@ -503,6 +512,17 @@ class Channel(SQS.Channel):
         hub.on_close.add(self._on_loop_close)
         self._guarded = client
 
+    def _unguard_loop_close(self) -> None:
+        # A channel closed while the loop goes on (a consumer restart after a connection
+        # error): the client is the next channel's to guard, and closes as kombu's again.
+        client, self._guarded = self._guarded, None
+        hub: Any = self.hub
+        if client is None or hub is None:
+            return
+        hub.on_close.discard(self._on_loop_close)
+        if not client._closed:
+            hub.on_close.add(client._on_hub_close)
+
     def _on_loop_close(self, hub: Any) -> None:
         client, self._guarded = self._guarded, None
         hub.on_close.discard(self._on_loop_close)
@@ -519,21 +539,21 @@ class Channel(SQS.Channel):
 
     def _settle_receives(self, client: Any) -> None:
         now = monotonic()
-        pending = {q: (until, sent) for q, (_, until, sent) in (self._receiving or {}).items()
-                   if until > now}  # fmt: skip
+        pending = {q: r for q, r in (self._receiving or {}).items() if r.until > now}
         if not pending:
             return
-        # A long poll's promise outlives its wait by RECEIVE_GRACE; a backlog's waits nothing.
-        short = {q for q, (until, sent) in pending.items() if until - sent < RECEIVE_GRACE + 1}
 
-        def answered(queues: set[str] | dict[str, Any]) -> Callable[[], bool]:
-            return lambda: not any(q in (self._receiving or {}) for q in queues)
+        def open_(queues: Iterable[str]) -> list[str]:
+            return sorted(q for q in queues if q in (self._receiving or {}))
 
+        # A backlog's receive answers at once: worth waiting for. An idle queue's long poll
+        # answers only when a message comes: a glance, then it is left.
+        short = [q for q, r in pending.items() if not r.long_poll]
         if short:
-            drive_requests(client, answered(short), SETTLE_SHORT_POLL_SECONDS)
-        left = drive_requests(client, answered(pending), SETTLE_LONG_POLL_SECONDS)
+            drive_requests(client, lambda: not open_(short), SETTLE_SHORT_POLL_SECONDS)
+        left = drive_requests(client, lambda: not open_(pending), SETTLE_LONG_POLL_SECONDS)
         if left:  # an idle queue's long poll, as at most shutdowns: nothing came meanwhile
-            log.info("receive_left_open", queues=sorted(pending))
+            log.info("receive_left_open", queues=open_(pending))
 
     def _get_async(self, queue: str, count: int = 1, callback: Any = None) -> Any:
         # kombu's, with an error handler on the response's promise: kombu raises an error
@@ -634,7 +654,8 @@ class Channel(SQS.Channel):
     # error").
 
     def _on_messages_ready(self, queue: str, qname: str, messages: Any) -> int:
-        asked, _, sent = (self._receiving or {}).pop(qname, (0, 0.0, monotonic()))
+        receive = (self._receiving or {}).pop(qname, None)
+        asked, sent = (receive.asked, receive.sent) if receive else (0, monotonic())
         try:
             return self._handle_receive(queue, qname, messages, sent, asked)
         finally:

@@ -211,6 +211,34 @@ def test_a_receive_in_flight_when_the_event_loop_closes_is_released_at_once(
     assert len(runtime.proxy.actions("ReceiveMessage")) == 1
 
 
+def test_a_channel_closed_while_the_loop_goes_on_hands_the_http_client_back(
+    runtime_factory: Any,
+) -> None:
+    """A consumer restart (a connection error) closes its channel while the event loop goes
+    on: the next channel, not the closed one, decides when the shared HTTP client closes,
+    so the closed one cannot close it under the next one's receives at shutdown."""
+    runtime: Runtime = runtime_factory(tiers=SLOW_TIERS)
+    hub = Hub()
+    previous = set_event_loop(hub)
+    try:
+        first = runtime.app.connection_for_read()
+        closed = first.default_channel
+        closed._receive("celery", 1, promised=1)  # an idle queue's long poll
+        client = hub._current_http_client
+        first.release()
+        assert closed._on_loop_close not in hub.on_close
+        second = runtime.app.connection_for_read()
+        try:
+            second.default_channel._receive("celery", 1, promised=1)
+            assert hub.on_close & {closed._on_loop_close, client._on_hub_close} == set()
+            hub.close()
+            assert client._closed  # the live channel closed it, after its own receives
+        finally:
+            second.release()
+    finally:
+        set_event_loop(previous)
+
+
 @pytest.mark.parametrize("remap", ["SIGQUIT", ""], ids=["soft", "warm"])
 def test_a_clean_shutdown_flushes_every_ack_and_releases_what_did_not_start(
     runtime_factory: Any, remap: str
