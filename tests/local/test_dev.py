@@ -157,7 +157,11 @@ def dev_process(*args: str, **env: str) -> Iterator[tuple[subprocess.Popen[str],
         yield proc, lines
     finally:
         if proc.poll() is None:
-            proc.kill()
+            # Its workers, their pool processes, redis-server and the emulator too: killed
+            # with it, they would live on as orphans polling a dead endpoint.
+            for pid in [*descendants(proc.pid), proc.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             proc.wait()
 
 
