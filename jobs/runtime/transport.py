@@ -513,8 +513,10 @@ class Channel(SQS.Channel):
         self._guarded = client
 
     def _unguard_loop_close(self) -> None:
-        # A channel closed while the loop goes on (a consumer restart after a connection
-        # error): the client is the next channel's to guard, and closes as kombu's again.
+        # A channel closed while the loop goes on: the client is no longer this channel's to
+        # settle, and closes with the loop as kombu's again (or under the next channel's
+        # guard). Not Celery's own restart: on a connection error it resets the loop first,
+        # which settles the receives through _on_loop_close; this keeps any other close safe.
         client, self._guarded = self._guarded, None
         hub: Any = self.hub
         if client is None or hub is None:

@@ -214,9 +214,10 @@ def test_a_receive_in_flight_when_the_event_loop_closes_is_released_at_once(
 def test_a_channel_closed_while_the_loop_goes_on_hands_the_http_client_back(
     runtime_factory: Any,
 ) -> None:
-    """A consumer restart (a connection error) closes its channel while the event loop goes
-    on: the next channel, not the closed one, decides when the shared HTTP client closes,
-    so the closed one cannot close it under the next one's receives at shutdown."""
+    """A channel closed while the event loop goes on (Celery's own restart resets the loop
+    first; a channel closed by other code does not): the next channel, not the closed one,
+    decides when the shared HTTP client closes, so the closed one cannot close it under the
+    next one's receives at shutdown."""
     runtime: Runtime = runtime_factory(tiers=SLOW_TIERS)
     hub = Hub()
     previous = set_event_loop(hub)
