@@ -30,8 +30,12 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
 * **Read-ahead.** On a backlog of short tasks a queue may hold, beyond its free slots, what it
   completed in the last AHEAD_BUDGET_SECONDS (at most AHEAD_MAX): receives fill to 10. Held
   messages have their visibility extended and are released at shutdown; a queue whose tasks
-  slow down stops reading ahead at once (the allowance is its recent completion rate). Never
-  on a queue with a reserve, nor while another of the worker's queues has a backlog.
+  slow down stops reading ahead at once (the allowance is its recent completion rate). On a
+  queue with a reserve (``celery`` in ``-Q high,celery``) what is read ahead, and any surplus
+  of its long poll, waits here (*staged*), not in Celery's pool, which would hand it to any
+  idle process, the reserved one included: it is handed on as the queue's own slots free,
+  and released at once when its consumer is cancelled. Elsewhere, never while another of the
+  worker's queues has a backlog.
 * **Reserved slots.** ``amply_reserved_slots`` (``AMPLY_SQS_RESERVED_SLOTS``) free slots are
   never taken by the worker's queues other than its first: ``-Q high,celery`` keeps a process
   for ``high`` while long ``celery`` tasks run.
@@ -140,6 +144,15 @@ class _Receive(NamedTuple):
     long_poll: bool  # it waits for messages (an idle queue) rather than answering at once
 
 
+class _Staged(NamedTuple):
+    """A message read ahead for a queue with a reserve: received, its visibility kept, not
+    yet handed to Celery (jobs/runtime/transport.py, "Read-ahead")."""
+
+    msg: dict[str, Any]
+    url: str
+    sent: float  # monotonic time its receive was sent
+
+
 def drive_requests(client: Any, done: Callable[[], bool], seconds: float) -> bool:
     """Run kombu's curl client without its event loop (closed already) until ``done()`` or
     ``seconds`` have passed: sends what is queued, reads what has arrived and hands each
@@ -186,6 +199,7 @@ class Channel(SQS.Channel):
     _drained: set[str] = frozenset()  # type: ignore[assignment]  # see _handle_receive
     _closing = False  # the event loop is closing: nothing received starts, nothing is asked
     _guarded: Any = None  # the HTTP client whose close waits for this channel's receives
+    _staged: dict[str, deque[_Staged]] | None = None  # queue -> read ahead, not handed on
 
     @property
     def batch_acks(self) -> bool:
@@ -386,6 +400,8 @@ class Channel(SQS.Channel):
                     self._ack_timer.cancel()
                     self._ack_timer = None
                 self._flush_acks()
+            for queue in list(self._staged or {}):
+                self._release_staged(queue, "shutdown")
         finally:
             self._unguard_loop_close()
             super().close()  # releases what was received and not finished, whatever happened
@@ -417,6 +433,9 @@ class Channel(SQS.Channel):
     def _schedule_queue(self, queue: str, coalesced: bool = False) -> None:
         if self._closing or queue not in self._active_queues:
             return
+        staging = self._stages(queue)
+        if staging:
+            self._start_staged(queue)  # what waits here takes the free slots first
         free, promised = self._slots()
         reserve = self._reserve_for(queue)
         available = None if free is None else free - promised - reserve
@@ -425,6 +444,8 @@ class Channel(SQS.Channel):
             # The first queue always has its reserved slots, whatever the others hold.
             available = max(available, self.reserved_slots - self._own_unsettled(queue))
         busy = queue in (self._backlog or ())
+        if staging and available is not None and self._read_ahead_staged(queue, available, busy):
+            return
         # Read ahead only where what is held cannot take another queue's process: Celery's
         # pool hands held messages to any idle process, the reserved one included, and a
         # held long task there would keep a high message waiting for its whole run. So not
@@ -465,6 +486,25 @@ class Channel(SQS.Channel):
         # consumer sets its QoS).
         count = self._ask(queue, available, busy)
         self._receive(queue, count, promised=count if busy and available is not None else 0)
+
+    def _read_ahead_staged(self, queue: str, available: int, busy: bool) -> bool:
+        """Read ahead on a queue with a reserve (``celery`` in ``-Q high,celery``): a receive
+        fills to 10 while what it brings beyond the free slots waits in the transport, where
+        no process can take it, and is handed on slot by slot (_start_staged). False when
+        there is nothing to read ahead (no fast backlog, nothing staged): the ordinary path."""
+        staged = len((self._staged or {}).get(queue, ()))
+        ahead = self._ahead(queue) if busy else 0
+        if not (ahead or staged):
+            return False
+        # Anything still staged has had every free slot offered (_start_staged), so a slot
+        # is free here only when nothing waits.
+        room = available + ahead - staged
+        if room >= SQS_MAX_MESSAGES or (available > 0 and room > 0):
+            count = min(room, SQS_MAX_MESSAGES)
+            self._receive(queue, count, promised=max(min(count, available), 0))
+        else:
+            self._park(queue, self.connection.polling_interval)
+        return True
 
     def _ask(self, queue: str, available: int | None, busy: bool) -> int:
         """How many messages a receive on ``queue`` asks for. A queue with a backlog asks
@@ -624,6 +664,10 @@ class Channel(SQS.Channel):
             self._schedule_queue(queue, coalesced=True)
 
     def _slot_freed(self) -> None:
+        if self._staged and self.hub is not None and any(self._staged.values()):
+            # On the loop, after the ack that freed the slot has been handled, and before
+            # the parked queues resume (FIFO): what waits here starts first.
+            self.hub.call_soon(self._start_all_staged)
         if self._parked and self.hub is not None:
             # All slots free: poll now. Some still taken: give the other processes a moment
             # to finish too (once per park), so that one receive fetches for several.
@@ -686,6 +730,12 @@ class Channel(SQS.Channel):
             # The consumer is gone (shutdown): nothing of this receive may start here.
             self._release_messages(queue, qname, msgs)
             return 0
+        if self._stages(qname):
+            # Its read-ahead, and any surplus of its long poll, waits in the transport for
+            # the queue's own free slots: none can take the process kept for the first queue.
+            self._stage(queue, qname, msgs, sent)
+            self._start_staged(qname)
+            return len(msgs)
         free, promised = self._slots()
         # A read-ahead receive was promised all it asked for: what it brings is expected.
         if free is not None and len(msgs) > max(free - promised, asked):
@@ -737,6 +787,72 @@ class Channel(SQS.Channel):
         payload["properties"]["delivery_info"]["routing_key"] = queue_name
         return payload
 
+    # -- read-ahead for a queue with a reserve: staged in the transport -------------------
+
+    def _stages(self, queue: str) -> bool:
+        """Whether what ``queue`` receives beyond its free slots waits here rather than in
+        Celery: a queue with a reserve (Celery's pool would hand a held message to any idle
+        process, the reserved one too) whose visibility this worker extends."""
+        return (bool(self._reserve_for(queue)) and self.visibility_of(queue) is not None
+                and self.hub is not None)  # fmt: skip
+
+    def _stage(self, url: str, qname: str, msgs: list[Any], sent: float) -> None:
+        if self._staged is None:
+            self._staged = {}
+        staged = self._staged.setdefault(qname, deque())
+        for msg in msgs:
+            receipt = msg.get("ReceiptHandle") if isinstance(msg, dict) else None
+            if isinstance(receipt, str):
+                self._keep(url, qname, receipt, msg.get("MessageId"), sent)
+            staged.append(_Staged(msg, url, sent))
+
+    def _start_staged(self, qname: str) -> None:
+        """Hand ``qname``'s staged messages to Celery, oldest first, as many as the queue's
+        own free slots (never the reserve, nor a slot promised to a receive in flight)."""
+        staged = (self._staged or {}).get(qname)
+        if not staged:
+            return
+        callback = None if self._closing else self.connection._callbacks.get(qname)
+        if callback is None:
+            self._release_staged(qname, "consumer gone")
+            return
+        free, promised = self._slots()
+        room = len(staged) if free is None else free - promised - self._reserve_for(qname)
+        for _ in range(min(room, len(staged))):
+            item = staged.popleft()
+            self._deliver_one(item.msg, item.url, qname, callback, item.sent)
+
+    def _start_all_staged(self) -> None:
+        for queue in list(self._active_queues):  # the worker's order (-Q)
+            self._start_staged(queue)
+
+    def _release_staged(self, qname: str, reason: str) -> None:
+        """Make ``qname``'s staged messages visible again at once (the consumer is gone)."""
+        staged = (self._staged or {}).pop(qname, None) or ()
+        by_url: dict[str, list[dict[str, Any]]] = {}
+        for item in staged:
+            receipt = item.msg.get("ReceiptHandle") if isinstance(item.msg, dict) else None
+            if not isinstance(receipt, str):
+                continue  # nothing SQS could act on: visible again after its timeout
+            if self._keeper is not None:
+                self._keeper.drop(receipt)
+            by_url.setdefault(item.url, []).append(item.msg)
+        for url, msgs in by_url.items():
+            self._release_messages(url, qname, msgs, reason)
+
+    def basic_cancel(self, consumer_tag: Any) -> None:
+        queue = self._tag_to_queue.get(consumer_tag)
+        super().basic_cancel(consumer_tag)
+        if queue is None or not (self._staged or {}).get(queue):
+            return
+        hub: Any = self.hub
+        if hub is not None:
+            # On the loop: a cancel may come from a signal handler (the soft shutdown),
+            # which may have interrupted a request of the same client.
+            hub.call_soon(self._release_staged, queue, "consumer cancelled")
+        else:
+            self._release_staged(queue, "consumer cancelled")
+
     def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         self._settled(delivery_tag)
         try:
@@ -753,13 +869,18 @@ class Channel(SQS.Channel):
 
     def _hold(self, msg: dict[str, Any], url: str, qname: str, sent: float) -> None:
         receipt = msg["ReceiptHandle"]
+        if receipt in self.qos._delivered and receipt not in self.qos._dirty:
+            self._keep(url, qname, receipt, msg.get("MessageId"), sent)
+        # else: not handed on, or already settled
+
+    def _keep(self, url: str, qname: str, receipt: str, message_id: str | None,
+              sent: float) -> None:  # fmt: skip
         visibility = self.visibility_of(qname)
-        unacked = receipt in self.qos._delivered and receipt not in self.qos._dirty
-        if visibility is None or not unacked or self.hub is None:
-            return  # not handed on, already settled, or no event loop to extend from
+        if visibility is None or self.hub is None:
+            return  # the queue's own visibility, or no event loop to extend from
         if self._keeper is None:
             self._keeper = Keeper()
-        self._keeper.hold(url, self.canonical_queue_name(qname), receipt, msg.get("MessageId"),
+        self._keeper.hold(url, self.canonical_queue_name(qname), receipt, message_id,
                           visibility, sent)  # fmt: skip
         if self._extend_timer is None:
             configured = self.transport_options.get("amply_visibility") or {}
@@ -776,7 +897,9 @@ class Channel(SQS.Channel):
         if keeper is None:
             return
         qos = self.qos
-        for receipt in [r for r in keeper.held if r not in qos._delivered or r in qos._dirty]:
+        staged = {s.msg.get("ReceiptHandle") for q in (self._staged or {}).values() for s in q}
+        settled = [r for r in keeper.held if r not in qos._delivered or r in qos._dirty]
+        for receipt in [r for r in settled if r not in staged]:
             keeper.drop(receipt)  # acknowledged, rejected or released since
         now = monotonic()
         extensions, capped = keeper.due(now)

@@ -50,6 +50,8 @@ class Keeper:
 
     def hold(self, url: str, queue: str | None, receipt: str, message_id: str | None,
              visibility: int, received: float) -> None:  # fmt: skip
+        if receipt in self.held:
+            return  # held already (read ahead, then handed on): its deadline stands
         self.held[receipt] = Held(url, queue, receipt, message_id, visibility, received,
                                   received + visibility)  # fmt: skip
 

@@ -50,6 +50,18 @@ def test_a_dropped_message_is_never_extended() -> None:
     assert keeper.due(9.0) == ([], [])
 
 
+def test_a_message_held_again_keeps_its_extended_deadline() -> None:
+    """Read ahead (held while it waits), then handed on to a process (held again): the
+    deadline its extensions reached stands, and the next extension is due from it."""
+    keeper = Keeper()
+    keeper.hold("u", "celery", "r1", "m1", visibility=10, received=0.0)
+    (ext,), _ = keeper.due(6.0)
+    keeper.extended(ext, sent=6.0)
+    keeper.hold("u", "celery", "r1", "m1", visibility=10, received=0.0)
+    assert keeper.held["r1"].visible_at == 16.0
+    assert keeper.due(10.5) == ([], [])  # 5.5 s left: more than half the base
+
+
 def test_the_tick_is_a_quarter_of_the_shortest_base_within_bounds() -> None:
     assert tick_seconds([120, 600]) == 30.0
     assert tick_seconds([60]) == 15.0
