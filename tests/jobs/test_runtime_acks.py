@@ -134,21 +134,23 @@ def test_a_queue_sharing_its_worker_with_a_reserved_first_queue_reads_ahead_outs
     ahead waits in the transport, not in Celery's pool (which would hand it to any idle
     process): long celery tasks read ahead behind short ones never take high's process, so
     the high tasks sent while the first long one runs are done before it ends. And what
-    waits there has its visibility extended: the long tasks wait longer than the 3 s base
-    visibility the worker receives with, and each still runs once."""
+    waits there has its visibility extended: what the worker holds while the first long task
+    runs (received with a 3 s base visibility) stays hidden from every other consumer for
+    longer than that, and each task runs once."""
     runtime = runtime_factory(tiers=SLOW_TIERS)
     n = 60
     longs = [f"long-{i}" for i in range(3)]
     enqueue_many(runtime.app.signature("amply.tests.record"),
                  [(runtime.run, f"r{i}") for i in range(n)], queue="celery")  # fmt: skip
     enqueue_many(runtime.app.signature("amply.tests.sleep"),
-                 [(runtime.run, token, 4) for token in longs], queue="celery")  # fmt: skip
+                 [(runtime.run, token, 6) for token in longs], queue="celery")  # fmt: skip
     tiers = {name: {"visibility_timeout": 3, "soft_time_limit": 20, "time_limit": 30}
              for name in ("high", "celery", "low")}  # fmt: skip
     env = {**runtime.env, "AMPLY_SQS_RESERVED_SLOTS": "1", "AMPLY_TIERS": json.dumps(tiers)}
     with run_worker(env, queues=["high", "celery"], concurrency=2):
         runtime.wait_for("a long task", lambda: runtime.redis.hgetall(
             f"amply-tests:{runtime.run}:started"), timeout=60)  # fmt: skip
+        first_started = time.monotonic()
         high = [f"high-{i}" for i in range(3)]
         for token in high:
             runtime.app.send_task("amply.tests.record", args=[runtime.run, token], queue="high")
@@ -159,9 +161,16 @@ def test_a_queue_sharing_its_worker_with_a_reserved_first_queue_reads_ahead_outs
         # second long task had started (the other process was high's).
         assert not set(longs) & set(done), done
         assert len(started) == 1, started
+        # While the first long task runs (6 s), the worker receives nothing more on celery
+        # (no task completes: no read-ahead allowance, no free slot): what it holds 1.5 s in
+        # is still held, not visible again, 3.5 s later, past the 3 s base visibility.
+        celery = runtime.stack.queues["celery"]
+        time.sleep(max(first_started + 1.5 - time.monotonic(), 0))
+        held = counts(runtime, celery)
+        time.sleep(max(first_started + 5 - time.monotonic(), 0))
+        assert counts(runtime, celery) == held, held
         runtime.wait_for("every task", lambda: len(runtime.runs()) == n + 6, timeout=60)
         receives = runtime.proxy.actions("ReceiveMessage")
-    celery = runtime.stack.queues["celery"]
     asked = [int(r.params.get("MaxNumberOfMessages", 1)) for r in receives
              if r.params.get("QueueUrl") == celery]  # fmt: skip
     print(f"\n{n} short + 3 long celery tasks on its one process: "
