@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,18 +53,18 @@ def install() -> None:
 
     sending = threading.local()  # the emulator serves each request on a thread of its own
 
+    def unless_sending(count: Callable[[models.Queue], int]) -> property:
+        """The count, or 0 while a message is sent (nothing in the send path reads it)."""
+        return property(lambda self: 0 if getattr(sending, "on", False) else count(self))
+
     def visible_count(self: models.Queue) -> int:
-        return 0 if getattr(sending, "on", False) else len(self.messages)
+        return len(self.messages)
 
     def delayed_count(self: models.Queue) -> int:
-        if getattr(sending, "on", False):
-            return 0
         now = time.time() * 1000
         return sum(1 for m in self._messages if now < m.delayed_until)
 
     def not_visible_count(self: models.Queue) -> int:
-        if getattr(sending, "on", False):
-            return 0
         now = time.time() * 1000
         return sum(1 for m in self._messages if not now > m.visible_at)
 
@@ -79,15 +80,9 @@ def install() -> None:
 
     models.SQSBackend.send_message = send_without_counts  # type: ignore[method-assign]
     models.Queue.messages = property(messages)  # type: ignore[assignment,method-assign]
-    models.Queue.approximate_number_of_messages = property(  # type: ignore[assignment,method-assign]
-        visible_count
-    )
-    models.Queue.approximate_number_of_messages_delayed = property(  # type: ignore[assignment,method-assign]
-        delayed_count
-    )
-    models.Queue.approximate_number_of_messages_not_visible = property(  # type: ignore[assignment,method-assign]
-        not_visible_count
-    )
+    models.Queue.approximate_number_of_messages = unless_sending(visible_count)  # type: ignore[assignment,method-assign]
+    models.Queue.approximate_number_of_messages_delayed = unless_sending(delayed_count)  # type: ignore[assignment,method-assign]
+    models.Queue.approximate_number_of_messages_not_visible = unless_sending(not_visible_count)  # type: ignore[assignment,method-assign]
 
 
 @dataclass
