@@ -72,6 +72,7 @@ from typing import Any, NamedTuple
 
 import pycurl
 from amqp.protocol import queue_declare_ok_t
+from celery.utils import log as celery_log
 from kombu.transport import SQS, virtual
 from vine import promise, transform
 
@@ -665,8 +666,9 @@ class Channel(SQS.Channel):
 
     def _slot_freed(self) -> None:
         if self._staged and self.hub is not None and any(self._staged.values()):
-            # On the loop, after the ack that freed the slot has been handled, and before
-            # the parked queues resume (FIFO): what waits here starts first.
+            # On the loop, once the ack that freed the slot has been handled. In whichever
+            # order this and a parked queue's resume run, what is staged takes only its own
+            # queue's free slots, and a resumed queue starts its staged messages first.
             self.hub.call_soon(self._start_all_staged)
         if self._parked and self.hub is not None:
             # All slots free: poll now. Some still taken: give the other processes a moment
@@ -816,11 +818,29 @@ class Channel(SQS.Channel):
         if callback is None:
             self._release_staged(qname, "consumer gone")
             return
-        free, promised = self._slots()
-        room = len(staged) if free is None else free - promised - self._reserve_for(qname)
-        for _ in range(min(room, len(staged))):
+        while staged:
+            # Counted again for each: a message set aside as poison frees its slot at once.
+            free, promised = self._slots()
+            if free is not None and free - promised - self._reserve_for(qname) <= 0:
+                return
             item = staged.popleft()
+            if self._lapsed(item):
+                log.warning("staged_lapsed", queue=qname,
+                            message_id=item.msg.get("MessageId") if isinstance(item.msg, dict)
+                            else None,
+                            detail="its visibility could not be kept: not started here, "
+                                   "SQS hands it out again")  # fmt: skip
+                continue
             self._deliver_one(item.msg, item.url, qname, callback, item.sent)
+
+    def _lapsed(self, item: _Staged) -> bool:
+        """Whether a staged message may be visible again (an extension refused or failing
+        until its deadline, SQS's 12 hours reached): started here it could run twice."""
+        receipt = item.msg.get("ReceiptHandle") if isinstance(item.msg, dict) else None
+        if not isinstance(receipt, str):
+            return False  # not SQS's to hand out: delivered, and set aside as poison
+        held = self._keeper.held.get(receipt) if self._keeper is not None else None
+        return held is None or held.visible_at <= monotonic()
 
     def _start_all_staged(self) -> None:
         for queue in list(self._active_queues):  # the worker's order (-Q)
@@ -846,11 +866,13 @@ class Channel(SQS.Channel):
         if queue is None or not (self._staged or {}).get(queue):
             return
         hub: Any = self.hub
-        if hub is not None:
-            # On the loop: a cancel may come from a signal handler (the soft shutdown),
-            # which may have interrupted a request of the same client.
+        if hub is not None and celery_log._in_sighandler:
+            # In a signal handler (the soft shutdown begins in one), which may have
+            # interrupted a request of the same client: on the loop, which goes on.
             hub.call_soon(self._release_staged, queue, "consumer cancelled")
         else:
+            # At once: a warm shutdown cancels the consumer and then leaves the loop to
+            # wait for the pool, which may take as long as the longest running task.
             self._release_staged(queue, "consumer cancelled")
 
     def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:

@@ -19,7 +19,13 @@ from kombu.asynchronous.hub import Hub, set_event_loop
 
 from jobs.runtime.bulk import enqueue_many
 from jobs.runtime.transport import ACK_BATCH
-from tests.support.runtime import Runtime, fast_tiers, runtime, runtime_factory
+from tests.support.runtime import (
+    Runtime,
+    fast_tiers,
+    high_passes_the_long_tasks,
+    runtime,
+    runtime_factory,
+)
 from tests.support.workers import WorkerProcess, run_worker
 
 __all__ = ["runtime", "runtime_factory"]
@@ -126,6 +132,26 @@ def test_a_backlog_of_slow_tasks_is_never_read_ahead(runtime_factory: Any) -> No
     assert set(runtime.runs().values()) == {1}
 
 
+def short_then_long(runtime: Runtime, n: int) -> list[str]:
+    """``n`` short celery tasks, then 3 of 6 s (their tokens): a fast backlog that reads
+    ahead, then long tasks received with it and waiting behind the first of them."""
+    longs = [f"long-{i}" for i in range(3)]
+    enqueue_many(runtime.app.signature("amply.tests.record"),
+                 [(runtime.run, f"r{i}") for i in range(n)], queue="celery")  # fmt: skip
+    enqueue_many(runtime.app.signature("amply.tests.sleep"),
+                 [(runtime.run, token, 6) for token in longs], queue="celery")  # fmt: skip
+    return longs
+
+
+def shared_group_env(runtime: Runtime, **extra: str) -> dict[str, str]:
+    """The shipped high group's settings (a slot reserved for high), every tier received
+    with a 3 s base visibility (the queues' own is 60 s: SLOW_TIERS)."""
+    tiers = {name: {"visibility_timeout": 3, "soft_time_limit": 20, "time_limit": 30}
+             for name in ("high", "celery", "low")}  # fmt: skip
+    return {**runtime.env, "AMPLY_SQS_RESERVED_SLOTS": "1", "AMPLY_TIERS": json.dumps(tiers),
+            **extra}  # fmt: skip
+
+
 def test_a_queue_sharing_its_worker_with_a_reserved_first_queue_reads_ahead_outside_its_slot(
     runtime_factory: Any,
 ) -> None:
@@ -139,28 +165,13 @@ def test_a_queue_sharing_its_worker_with_a_reserved_first_queue_reads_ahead_outs
     longer than that, and each task runs once."""
     runtime = runtime_factory(tiers=SLOW_TIERS)
     n = 60
-    longs = [f"long-{i}" for i in range(3)]
-    enqueue_many(runtime.app.signature("amply.tests.record"),
-                 [(runtime.run, f"r{i}") for i in range(n)], queue="celery")  # fmt: skip
-    enqueue_many(runtime.app.signature("amply.tests.sleep"),
-                 [(runtime.run, token, 6) for token in longs], queue="celery")  # fmt: skip
-    tiers = {name: {"visibility_timeout": 3, "soft_time_limit": 20, "time_limit": 30}
-             for name in ("high", "celery", "low")}  # fmt: skip
-    env = {**runtime.env, "AMPLY_SQS_RESERVED_SLOTS": "1", "AMPLY_TIERS": json.dumps(tiers)}
+    longs = short_then_long(runtime, n)
+    env = shared_group_env(runtime)
     with run_worker(env, queues=["high", "celery"], concurrency=2):
         runtime.wait_for("a long task", lambda: runtime.redis.hgetall(
             f"amply-tests:{runtime.run}:started"), timeout=60)  # fmt: skip
         first_started = time.monotonic()
-        high = [f"high-{i}" for i in range(3)]
-        for token in high:
-            runtime.app.send_task("amply.tests.record", args=[runtime.run, token], queue="high")
-        done = runtime.wait_for("the high tasks", lambda: (
-            runtime.runs() if set(high) <= set(runtime.runs()) else None), 40)  # fmt: skip
-        started = runtime.redis.hgetall(f"amply-tests:{runtime.run}:started")
-        # Ordering, not timing: high was done before the first long task ended, and no
-        # second long task had started (the other process was high's).
-        assert not set(longs) & set(done), done
-        assert len(started) == 1, started
+        high_passes_the_long_tasks(runtime, longs)
         # While the first long task runs (6 s), the worker receives nothing more on celery
         # (no task completes: no read-ahead allowance, no free slot): what it holds 1.5 s in
         # is still held, not visible again, 3.5 s later, past the 3 s base visibility.
@@ -180,6 +191,31 @@ def test_a_queue_sharing_its_worker_with_a_reserved_first_queue_reads_ahead_outs
     assert max(asked) > 1, asked
     assert len(asked) < n * 2 // 3, asked
     assert set(runtime.runs().values()) == {1}
+
+
+def test_a_warm_shutdown_releases_what_is_staged_before_the_running_task_ends(
+    runtime_factory: Any,
+) -> None:
+    """SIGTERM without the soft phase (REMAP_SIGTERM unset: Celery's warm shutdown waits for
+    the running task, out of the event loop) while long celery tasks wait staged behind the
+    first: they are visible again while that task still runs, not once the worker is gone."""
+    runtime: Runtime = runtime_factory(tiers=SLOW_TIERS)
+    url = runtime.stack.queues["celery"]
+    longs = short_then_long(runtime, 60)
+    env = shared_group_env(runtime, REMAP_SIGTERM="")
+    with run_worker(env, queues=["high", "celery"], concurrency=2) as worker:
+        runtime.wait_for("a long task", lambda: runtime.redis.hgetall(
+            f"amply-tests:{runtime.run}:started"), timeout=60)  # fmt: skip
+        worker.signal(signal.SIGTERM)
+        runtime.wait_for("the waiting long tasks visible again",
+                         lambda: counts(runtime, url) == (2, 1), timeout=4)  # fmt: skip
+        # Ordering, not timing: the first long task (6 s) is still running.
+        assert worker.proc.poll() is None
+        assert not set(longs) & set(runtime.runs())
+        assert worker.wait(30) is not None
+    # The running one finished and was deleted; the two others wait in SQS.
+    assert [runtime.runs().get(token, 0) for token in longs].count(1) == 1
+    assert counts(runtime, url) == (2, 0)
 
 
 @pytest.mark.parametrize("queues", [["celery"], ["high", "celery"]],

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from jobs.runtime.transport import Channel, _Staged
 from jobs.runtime.visibility import SQS_MAX_VISIBILITY, Keeper, tick_seconds
 from tests.support.runtime import Runtime, fast_tiers, runtime_factory
 from tests.support.workers import run_worker
@@ -60,6 +63,33 @@ def test_a_message_held_again_keeps_its_extended_deadline() -> None:
     keeper.hold("u", "celery", "r1", "m1", visibility=10, received=0.0)
     assert keeper.held["r1"].visible_at == 16.0
     assert keeper.due(10.5) == ([], [])  # 5.5 s left: more than half the base
+
+
+def test_a_staged_message_whose_visibility_lapsed_is_never_started() -> None:
+    """Read ahead beside a reserved queue, three messages wait in the transport: one kept
+    hidden, one whose extensions failed until its deadline passed, one whose receipt SQS no
+    longer knows (dropped). With slots free for all three, only the first is handed to
+    Celery: the others may already be another worker's, and would run twice."""
+    now = time.monotonic()
+    keeper = Keeper()
+    for receipt in ("kept", "lapsed", "gone"):
+        keeper.hold("u", "celery", receipt, f"m-{receipt}", visibility=30, received=now - 1)
+    keeper.held["lapsed"].visible_at = now - 0.5
+    keeper.drop("gone")
+    handed: list[Any] = []
+    channel = object.__new__(Channel)
+    channel.__dict__.update(
+        hub=object(), _keeper=keeper, _active_queues=["high", "celery"],
+        _qos=SimpleNamespace(prefetch_count=5, can_consume_max_estimate=lambda: 5),
+        connection=SimpleNamespace(_callbacks={"celery": handed.append}, client=SimpleNamespace(
+            transport_options={"amply_reserved_slots": 1, "amply_visibility": {"celery": 30}})),
+        _staged={"celery": deque(_Staged({"ReceiptHandle": r, "MessageId": f"m-{r}"}, "u", now)
+                                 for r in ("lapsed", "kept", "gone"))},
+    )  # fmt: skip
+    channel._deliver_one = lambda msg, *_: handed.append(msg["ReceiptHandle"])  # type: ignore[method-assign]
+    channel._start_staged("celery")
+    assert handed == ["kept"]
+    assert channel._staged == {"celery": deque()}  # none left to start later
 
 
 def test_the_tick_is_a_quarter_of_the_shortest_base_within_bounds() -> None:

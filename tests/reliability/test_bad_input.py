@@ -22,7 +22,13 @@ import pytest
 
 from jobs.runtime.bulk import enqueue_many
 from jobs.runtime.errors import PayloadTooLarge
-from tests.support.runtime import Runtime, decode_body, fast_tiers, runtime_factory
+from tests.support.runtime import (
+    Runtime,
+    decode_body,
+    fast_tiers,
+    high_passes_the_long_tasks,
+    runtime_factory,
+)
 from tests.support.workers import run_worker
 
 __all__ = ["runtime_factory"]
@@ -247,20 +253,11 @@ def test_a_reserved_slot_starts_high_while_long_celery_tasks_run(runtime_factory
                                   queue="celery")  # fmt: skip
         runtime.wait_for("a long task", lambda: runtime.redis.hgetall(
             f"amply-tests:{runtime.run}:started"))  # fmt: skip
-        high = [f"high-{i}" for i in range(3)]
-        for token in high:
-            runtime.app.send_task("amply.tests.record", args=[runtime.run, token], queue="high")
-        done = runtime.wait_for("the high tasks", lambda: (
-            runtime.runs() if set(high) <= set(runtime.runs()) else None), 40)  # fmt: skip
-        started = runtime.redis.hgetall(f"amply-tests:{runtime.run}:started")
-        # Ordering, not timing: the high tasks were done before the first long one ended,
-        # and only one long task had started by then (the other process was high's).
-        assert not set(longs) & set(done), done
-        assert len(started) == 1, started
+        high_passes_the_long_tasks(runtime, longs)
         runtime.wait_for("the long tasks", lambda: set(longs) <= set(runtime.runs()), 40)
         tiers_emptied(runtime)
         assert worker.proc.poll() is None
-    assert runtime.runs() == dict.fromkeys(longs + high, 1)
+    assert runtime.runs() == dict.fromkeys(longs + [f"high-{i}" for i in range(3)], 1)
 
 
 def test_non_utf8_and_disallowed_bodies_reach_the_dlq_intact_and_the_worker_goes_on(

@@ -91,6 +91,20 @@ class Runtime:
         return sum(int(v) for v in attrs.values())
 
 
+def high_passes_the_long_tasks(runtime: Runtime, longs: list[str]) -> None:
+    """With one of the celery tasks ``longs`` started (``amply.tests.sleep``), send 3 high
+    tasks and check that they are done before any long task ends, and that no second long
+    task had started by then: the other process was high's. Ordering, not timing."""
+    high = [f"high-{i}" for i in range(3)]
+    for token in high:
+        runtime.app.send_task("amply.tests.record", args=[runtime.run, token], queue="high")
+    done = runtime.wait_for("the high tasks", lambda: (
+        runtime.runs() if set(high) <= set(runtime.runs()) else None), 40)  # fmt: skip
+    started = runtime.redis.hgetall(f"amply-tests:{runtime.run}:started")
+    assert not set(longs) & set(done), done
+    assert len(started) == 1, started
+
+
 def decode_body(body: str) -> dict[str, Any]:
     """kombu's SQS body: base64 of the JSON envelope."""
     envelope: dict[str, Any] = json.loads(base64.b64decode(body))
