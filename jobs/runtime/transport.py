@@ -401,11 +401,13 @@ class Channel(SQS.Channel):
                     self._ack_timer.cancel()
                     self._ack_timer = None
                 self._flush_acks()
-            for queue in list(self._staged or {}):
-                self._release_staged(queue, "shutdown")
         finally:
-            self._unguard_loop_close()
-            super().close()  # releases what was received and not finished, whatever happened
+            try:
+                for queue in list(self._staged or {}):
+                    self._release_staged(queue, "shutdown")
+            finally:
+                self._unguard_loop_close()
+                super().close()  # releases what was received and not finished, whatever happened
 
     # -- consuming: poll again as soon as a prefetch slot frees ---------------------------
     # kombu polls a queue whose prefetch slots are all taken again only after
@@ -919,7 +921,8 @@ class Channel(SQS.Channel):
         if keeper is None:
             return
         qos = self.qos
-        staged = {s.msg.get("ReceiptHandle") for q in (self._staged or {}).values() for s in q}
+        staged = {s.msg.get("ReceiptHandle") for q in (self._staged or {}).values() for s in q
+                  if isinstance(s.msg, dict)}  # fmt: skip
         settled = [r for r in keeper.held if r not in qos._delivered or r in qos._dirty]
         for receipt in [r for r in settled if r not in staged]:
             keeper.drop(receipt)  # acknowledged, rejected or released since
