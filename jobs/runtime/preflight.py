@@ -10,11 +10,17 @@ container never turns healthy, and ECS rolls the deployment back.
 Checked: ``AMPLY_REDIS_URL`` is set and answers a PING; every queue the worker consumes is in
 ``AMPLY_QUEUES`` and answers ``GetQueueAttributes`` with the worker's own credentials (the
 call its consume policy allows besides receiving; receiving itself would touch a message).
+
+The same answer tells each queue's ``maxReceiveCount`` (its ``RedrivePolicy``): the transport
+gives back a message it read ahead only when that leaves the message a receive to spare
+(jobs/runtime/transport.py, "Give-back").
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -44,20 +50,45 @@ def data_redis_problem(url: str | None) -> str | None:
     return None
 
 
-def queue_problems(cfg: RuntimeConfig, queues: Iterable[str], client: Any = None) -> list[str]:
+@dataclass(frozen=True)
+class Findings:
+    """What the checks found: every reason the worker cannot do its work (empty when it can),
+    and each reachable queue's ``maxReceiveCount`` (0: no redrive policy, no limit; None:
+    the policy could not be read)."""
+
+    problems: list[str] = field(default_factory=list)
+    max_receives: dict[str, int | None] = field(default_factory=dict)
+
+
+def max_receive_count(attributes: dict[str, Any]) -> int | None:
+    """A queue's ``maxReceiveCount`` from its ``GetQueueAttributes`` answer: 0 when it has no
+    redrive policy (SQS never dead-letters its messages), None when the policy is unreadable."""
+    policy = attributes.get("RedrivePolicy")
+    if not policy:
+        return 0
+    try:
+        count = json.loads(policy)["maxReceiveCount"]
+        return int(count) if int(count) > 0 else None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def check_queues(cfg: RuntimeConfig, queues: Iterable[str], client: Any = None) -> Findings:
     if client is None:
         client = boto3.client("sqs", region_name=cfg.region, endpoint_url=cfg.sqs_endpoint,
                               config=_CLIENT_CONFIG)  # fmt: skip
-    problems = []
+    found = Findings()
     for name in queues:
         url = cfg.queues.get(name)
         if url is None:
             known = ", ".join(cfg.queues)
-            problems.append(f"queue {name!r} (-Q) is not in AMPLY_QUEUES; consume only the "
-                            f"queues the stack gives this group: {known}")  # fmt: skip
+            found.problems.append(f"queue {name!r} (-Q) is not in AMPLY_QUEUES; consume only "
+                                  f"the queues the stack gives this group: {known}")  # fmt: skip
             continue
         try:
-            client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            answer = client.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["QueueArn", "RedrivePolicy"]
+            )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if "AccessDenied" in code or "NotAuthorized" in code:
@@ -66,13 +97,17 @@ def queue_problems(cfg: RuntimeConfig, queues: Iterable[str], client: Any = None
                 why = "does not exist (AMPLY_QUEUES points at a queue the stack did not make)"
             else:
                 why = f"was refused ({code or exc})"
-            problems.append(f"queue {name!r} ({url}) {why}")
+            found.problems.append(f"queue {name!r} ({url}) {why}")
         except BotoCoreError as exc:
-            problems.append(f"queue {name!r} ({url}) cannot be reached: {exc}")
-    return problems
+            found.problems.append(f"queue {name!r} ({url}) cannot be reached: {exc}")
+        else:
+            found.max_receives[name] = max_receive_count(answer.get("Attributes") or {})
+    return found
 
 
-def problems(cfg: RuntimeConfig, queues: Iterable[str]) -> list[str]:
-    """Every reason this worker cannot do its work; empty when it can."""
-    found = [p for p in [data_redis_problem(cfg.data_redis_url)] if p]
-    return found + queue_problems(cfg, queues)
+def check(cfg: RuntimeConfig, queues: Iterable[str]) -> Findings:
+    """Every reason this worker cannot do its work, and what its queues allow."""
+    queue_findings = check_queues(cfg, queues)
+    redis_problem = data_redis_problem(cfg.data_redis_url)
+    return Findings([p for p in [redis_problem] if p] + queue_findings.problems,
+                    queue_findings.max_receives)  # fmt: skip

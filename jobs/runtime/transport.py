@@ -36,6 +36,11 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
   idle process, the reserved one included: it is handed on as the queue's own slots free,
   and released at once when its consumer is cancelled. Elsewhere, never while another of the
   worker's queues has a backlog.
+* **Give-back.** A staged message that has waited one base visibility for its queue's slots
+  (the worker fell behind: a long task read ahead behind short ones) is made visible again
+  for an idle worker, as it would be had this worker died; only when that leaves it a
+  receive beyond the next before the queue's ``maxReceiveCount`` (transport option
+  ``amply_max_receives``, read by the worker's preflight), never when that is unknown.
 * **Reserved slots.** ``amply_reserved_slots`` (``AMPLY_SQS_RESERVED_SLOTS``) free slots are
   never taken by the worker's queues other than its first: ``-Q high,celery`` keeps a process
   for ``high`` while long ``celery`` tasks run.
@@ -49,8 +54,8 @@ Selected by the Celery config (``broker_transport``). On top of kombu 5.7's SQS 
   nor promised, so a worker does not hold a message it cannot start (read-ahead aside, whose
   messages are expected to start within AHEAD_BUDGET_SECONDS). An idle queue's long
   poll asks for one message and promises nothing; if that message does not fit when it
-  comes, it is kept for the next free slot with its visibility extended (never released:
-  a release would spend one of its maxReceiveCount receives).
+  comes, it is kept for the next free slot with its visibility extended (not released at
+  once: a release spends one of its maxReceiveCount receives; see Give-back).
 * **No held ETA.** A ``countdown``/``eta`` within 900 s is sent as SQS's ``DelaySeconds``;
   a longer delay raises :class:`~jobs.runtime.delays.DelayRefused` (jobs/runtime/delays.py).
 * **Schedule triggers.** A body sent by EventBridge Scheduler or the local scheduler (a
@@ -152,6 +157,25 @@ class _Staged(NamedTuple):
     msg: dict[str, Any]
     url: str
     sent: float  # monotonic time its receive was sent
+
+    @property
+    def receipt(self) -> str | None:
+        receipt = self.msg.get("ReceiptHandle") if isinstance(self.msg, dict) else None
+        return receipt if isinstance(receipt, str) else None
+
+    def spares_a_receive(self, max_receives: int | None) -> bool:
+        """Whether making it visible again leaves it a receive beyond the next: the next
+        worker's receive must not be the one after which SQS dead-letters it on its first
+        failure, nor cost a healthy message its place. 0 is no redrive policy (no limit);
+        an unknown limit or receive count is never risked."""
+        if max_receives == 0:
+            return True
+        attributes = self.msg.get("Attributes") if isinstance(self.msg, dict) else None
+        try:
+            count = int((attributes or {})["ApproximateReceiveCount"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        return max_receives is not None and count + 1 < max_receives
 
 
 def drive_requests(client: Any, done: Callable[[], bool], seconds: float) -> bool:
@@ -850,17 +874,50 @@ class Channel(SQS.Channel):
 
     def _release_staged(self, qname: str, reason: str) -> None:
         """Make ``qname``'s staged messages visible again at once (the consumer is gone)."""
-        staged = (self._staged or {}).pop(qname, None) or ()
+        self._give_back(qname, list((self._staged or {}).pop(qname, None) or ()), reason)
+
+    def _give_back(self, qname: str, items: list[_Staged], reason: str) -> None:
+        """Make staged ``items`` of ``qname`` (no longer staged) visible again at once."""
         by_url: dict[str, list[dict[str, Any]]] = {}
-        for item in staged:
-            receipt = item.msg.get("ReceiptHandle") if isinstance(item.msg, dict) else None
-            if not isinstance(receipt, str):
+        for item in items:
+            if item.receipt is None:
                 continue  # nothing SQS could act on: visible again after its timeout
             if self._keeper is not None:
-                self._keeper.drop(receipt)
+                self._keeper.drop(item.receipt)
             by_url.setdefault(item.url, []).append(item.msg)
         for url, msgs in by_url.items():
             self._release_messages(url, qname, msgs, reason)
+
+    def _max_receives(self, qname: str) -> int | None:
+        """``qname``'s maxReceiveCount as the worker's preflight read it (0: no redrive
+        policy), None when unknown (a worker not started by ``celery worker``)."""
+        value = (self.transport_options.get("amply_max_receives") or {}).get(qname)
+        return int(value) if isinstance(value, int) else None
+
+    def _give_back_overdue(self, now: float) -> None:
+        """Give back what a worker that fell behind read ahead (Give-back): a staged message
+        that has waited a whole base visibility for one of its queue's slots is made visible
+        again for an idle worker, as it would be had this worker died, unless that would
+        spend a receive it cannot spare. Nothing is received again meanwhile: a receive asks
+        only for free slots, and the read-ahead allowance is the queue's completion rate,
+        which is low while the queue's slots stay taken."""
+        for qname, staged in (self._staged or {}).items():
+            visibility = self.visibility_of(qname)
+            if visibility is None or not staged:
+                continue
+            limit = self._max_receives(qname)
+            overdue = [s for s in staged if now - s.sent >= visibility
+                       and s.spares_a_receive(limit)]  # fmt: skip
+            if not overdue:
+                continue
+            given = {id(s) for s in overdue}
+            kept = [s for s in staged if id(s) not in given]
+            staged.clear()
+            staged.extend(kept)
+            log.info("read_ahead_given_back", queue=qname, count=len(overdue),
+                     waited_seconds=round(max(now - s.sent for s in overdue), 1), kept=len(kept),
+                     detail="its slots stayed taken: visible again for another worker")  # fmt: skip
+            self._give_back(qname, overdue, "worker behind")
 
     def basic_cancel(self, consumer_tag: Any) -> None:
         queue = self._tag_to_queue.get(consumer_tag)
@@ -920,6 +977,7 @@ class Channel(SQS.Channel):
         keeper = self._keeper
         if keeper is None:
             return
+        self._give_back_overdue(monotonic())
         qos = self.qos
         staged = {s.msg.get("ReceiptHandle") for q in (self._staged or {}).values() for s in q
                   if isinstance(s.msg, dict)}  # fmt: skip

@@ -357,10 +357,15 @@ class Worker(celery_worker.Worker):
         # cannot do its work (jobs/runtime/preflight.py).
         cfg = load_config(getattr(self.app, "amply_environ", None))
         consumed = sorted(self.app.amqp.queues.consume_from)
-        found = preflight.problems(cfg, consumed)
-        if found:
-            sys.stderr.write(f"amply-jobs: worker cannot start: {'; '.join(found)}\n")
+        found = preflight.check(cfg, consumed)
+        if found.problems:
+            sys.stderr.write(f"amply-jobs: worker cannot start: {'; '.join(found.problems)}\n")
             raise SystemExit(os.EX_CONFIG)
+        # Read by the transport when the consumer's connection is made, after this: what a
+        # release would leave of each queue's receives (jobs/runtime/transport.py, Give-back).
+        options = dict(self.app.conf.broker_transport_options or {})
+        options["amply_max_receives"] = found.max_receives
+        self.app.conf.broker_transport_options = options
 
     def install_platform_tweaks(self, worker: Any) -> None:
         super().install_platform_tweaks(worker)
