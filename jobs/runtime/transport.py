@@ -156,7 +156,8 @@ class _Staged(NamedTuple):
 
     msg: dict[str, Any]
     url: str
-    sent: float  # monotonic time its receive was sent
+    sent: float  # monotonic time its receive was sent (SQS's clock started no earlier)
+    arrived: float  # monotonic time it was staged: its wait for a slot is counted from here
 
     @property
     def receipt(self) -> str | None:
@@ -832,7 +833,7 @@ class Channel(SQS.Channel):
             receipt = msg.get("ReceiptHandle") if isinstance(msg, dict) else None
             if isinstance(receipt, str):
                 self._keep(url, qname, receipt, msg.get("MessageId"), sent)
-            staged.append(_Staged(msg, url, sent))
+            staged.append(_Staged(msg, url, sent, monotonic()))
 
     def _start_staged(self, qname: str) -> None:
         """Hand ``qname``'s staged messages to Celery, oldest first, as many as the queue's
@@ -894,30 +895,39 @@ class Channel(SQS.Channel):
         value = (self.transport_options.get("amply_max_receives") or {}).get(qname)
         return int(value) if isinstance(value, int) else None
 
-    def _give_back_overdue(self, now: float) -> None:
-        """Give back what a worker that fell behind read ahead (Give-back): a staged message
-        that has waited a whole base visibility for one of its queue's slots is made visible
-        again for an idle worker, as it would be had this worker died, unless that would
-        spend a receive it cannot spare. Nothing is received again meanwhile: a receive asks
-        only for free slots, and the read-ahead allowance is the queue's completion rate,
-        which is low while the queue's slots stay taken."""
+    def _take_overdue(self, now: float) -> list[tuple[str, list[_Staged]]]:
+        """What a worker that fell behind gives back (Give-back): the staged messages that
+        have waited a whole base visibility for one of their queue's slots, taken out of the
+        stage and no longer kept, unless a release would spend a receive they cannot spare.
+        Given back, each is visible again for an idle worker, as it would be had this worker
+        died. Nothing is received again meanwhile: a receive asks only for free slots, and
+        the read-ahead allowance is the queue's completion rate, which is low while the
+        queue's slots stay taken. A message whose visibility lapsed is left for
+        _start_staged, which drops it: its receipt may be stale, another worker may run it."""
+        taken = []
         for qname, staged in (self._staged or {}).items():
             visibility = self.visibility_of(qname)
             if visibility is None or not staged:
                 continue
             limit = self._max_receives(qname)
-            overdue = [s for s in staged if now - s.sent >= visibility
-                       and s.spares_a_receive(limit)]  # fmt: skip
+            overdue = [s for s in staged
+                       if now - s.arrived >= visibility and s.receipt is not None
+                       and not self._lapsed(s) and s.spares_a_receive(limit)]  # fmt: skip
             if not overdue:
                 continue
             given = {id(s) for s in overdue}
             kept = [s for s in staged if id(s) not in given]
             staged.clear()
-            staged.extend(kept)
+            staged.extend(kept)  # in their order: the oldest is handed on first
+            for item in overdue:
+                if self._keeper is not None and item.receipt is not None:
+                    self._keeper.drop(item.receipt)
             log.info("read_ahead_given_back", queue=qname, count=len(overdue),
-                     waited_seconds=round(max(now - s.sent for s in overdue), 1), kept=len(kept),
+                     waited_seconds=round(max(now - s.arrived for s in overdue), 1),
+                     kept=len(kept),
                      detail="its slots stayed taken: visible again for another worker")  # fmt: skip
-            self._give_back(qname, overdue, "worker behind")
+            taken.append((qname, overdue))
+        return taken
 
     def basic_cancel(self, consumer_tag: Any) -> None:
         queue = self._tag_to_queue.get(consumer_tag)
@@ -977,7 +987,9 @@ class Channel(SQS.Channel):
         keeper = self._keeper
         if keeper is None:
             return
-        self._give_back_overdue(monotonic())
+        # Taken out first (not extended below); released after the extensions, whose
+        # requests keep running tasks' messages hidden and must not wait behind it.
+        given_back = self._take_overdue(monotonic())
         qos = self.qos
         staged = {s.msg.get("ReceiptHandle") for q in (self._staged or {}).values() for s in q
                   if isinstance(s.msg, dict)}  # fmt: skip
@@ -1011,6 +1023,8 @@ class Channel(SQS.Channel):
             if extended:
                 log.info("visibility_extended", queue_url=url, count=extended,
                          seconds=seconds)  # fmt: skip
+        for qname, items in given_back:
+            self._give_back(qname, items, "worker behind")
 
     # -- publishing ----------------------------------------------------------------------
 

@@ -83,7 +83,7 @@ def test_a_staged_message_whose_visibility_lapsed_is_never_started() -> None:
         _qos=SimpleNamespace(prefetch_count=5, can_consume_max_estimate=lambda: 5),
         connection=SimpleNamespace(_callbacks={"celery": handed.append}, client=SimpleNamespace(
             transport_options={"amply_reserved_slots": 1, "amply_visibility": {"celery": 30}})),
-        _staged={"celery": deque(_Staged({"ReceiptHandle": r, "MessageId": f"m-{r}"}, "u", now)
+        _staged={"celery": deque(_Staged({"ReceiptHandle": r, "MessageId": f"m-{r}"}, "u", now, now)
                                  for r in ("lapsed", "kept", "gone"))},
     )  # fmt: skip
     channel._deliver_one = lambda msg, *_: handed.append(msg["ReceiptHandle"])  # type: ignore[method-assign]
