@@ -830,10 +830,10 @@ class Channel(SQS.Channel):
             self._staged = {}
         staged = self._staged.setdefault(qname, deque())
         for msg in msgs:
-            receipt = msg.get("ReceiptHandle") if isinstance(msg, dict) else None
-            if isinstance(receipt, str):
-                self._keep(url, qname, receipt, msg.get("MessageId"), sent)
-            staged.append(_Staged(msg, url, sent, monotonic()))
+            item = _Staged(msg, url, sent, monotonic())
+            if item.receipt is not None:
+                self._keep(url, qname, item.receipt, msg.get("MessageId"), sent)
+            staged.append(item)
 
     def _start_staged(self, qname: str) -> None:
         """Hand ``qname``'s staged messages to Celery, oldest first, as many as the queue's
@@ -863,10 +863,9 @@ class Channel(SQS.Channel):
     def _lapsed(self, item: _Staged) -> bool:
         """Whether a staged message may be visible again (an extension refused or failing
         until its deadline, SQS's 12 hours reached): started here it could run twice."""
-        receipt = item.msg.get("ReceiptHandle") if isinstance(item.msg, dict) else None
-        if not isinstance(receipt, str):
+        if item.receipt is None:
             return False  # not SQS's to hand out: delivered, and set aside as poison
-        held = self._keeper.held.get(receipt) if self._keeper is not None else None
+        held = self._keeper.held.get(item.receipt) if self._keeper is not None else None
         return held is None or held.visible_at <= monotonic()
 
     def _start_all_staged(self) -> None:
@@ -893,7 +892,7 @@ class Channel(SQS.Channel):
         """``qname``'s maxReceiveCount as the worker's preflight read it (0: no redrive
         policy), None when unknown (a worker not started by ``celery worker``)."""
         value = (self.transport_options.get("amply_max_receives") or {}).get(qname)
-        return int(value) if isinstance(value, int) else None
+        return value if isinstance(value, int) else None
 
     def _take_overdue(self, now: float) -> list[tuple[str, list[_Staged]]]:
         """What a worker that fell behind gives back (Give-back): the staged messages that
@@ -910,18 +909,19 @@ class Channel(SQS.Channel):
             if visibility is None or not staged:
                 continue
             limit = self._max_receives(qname)
-            overdue = [s for s in staged
-                       if now - s.arrived >= visibility and s.receipt is not None
-                       and not self._lapsed(s) and s.spares_a_receive(limit)]  # fmt: skip
+            overdue: list[_Staged] = []
+            kept: list[_Staged] = []
+            for s in staged:
+                due = (now - s.arrived >= visibility and s.receipt is not None
+                       and not self._lapsed(s) and s.spares_a_receive(limit))  # fmt: skip
+                (overdue if due else kept).append(s)
             if not overdue:
                 continue
-            given = {id(s) for s in overdue}
-            kept = [s for s in staged if id(s) not in given]
             staged.clear()
             staged.extend(kept)  # in their order: the oldest is handed on first
             for item in overdue:
                 if self._keeper is not None and item.receipt is not None:
-                    self._keeper.drop(item.receipt)
+                    self._keeper.drop(item.receipt)  # not extended again: no longer ours
             log.info("read_ahead_given_back", queue=qname, count=len(overdue),
                      waited_seconds=round(max(now - s.arrived for s in overdue), 1),
                      kept=len(kept),
@@ -991,8 +991,7 @@ class Channel(SQS.Channel):
         # requests keep running tasks' messages hidden and must not wait behind it.
         given_back = self._take_overdue(monotonic())
         qos = self.qos
-        staged = {s.msg.get("ReceiptHandle") for q in (self._staged or {}).values() for s in q
-                  if isinstance(s.msg, dict)}  # fmt: skip
+        staged = {s.receipt for q in (self._staged or {}).values() for s in q}
         settled = [r for r in keeper.held if r not in qos._delivered or r in qos._dirty]
         for receipt in [r for r in settled if r not in staged]:
             keeper.drop(receipt)  # acknowledged, rejected or released since

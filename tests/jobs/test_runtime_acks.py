@@ -146,12 +146,6 @@ def short_then_long(runtime: Runtime, n: int, seconds: float = 6, after: int = 0
     return longs
 
 
-def started(runtime: Runtime) -> dict[str, int]:
-    """The ``amply.tests.sleep`` tasks that have started, with how often."""
-    raw = runtime.redis.hgetall(f"amply-tests:{runtime.run}:started")
-    return {k.decode(): int(v) for k, v in raw.items()}
-
-
 def shared_group_env(runtime: Runtime, **extra: str) -> dict[str, str]:
     """The shipped high group's settings (a slot reserved for high), every tier received
     with a 3 s base visibility (the queues' own is 60 s: SLOW_TIERS)."""
@@ -176,7 +170,7 @@ def test_a_queue_sharing_its_worker_with_a_reserved_first_queue_reads_ahead_outs
     env = shared_group_env(runtime)
     celery = runtime.stack.queues["celery"]
     with run_worker(env, queues=["high", "celery"], concurrency=2):
-        runtime.wait_for("a long task", lambda: started(runtime), timeout=60)
+        runtime.wait_for("a long task", runtime.started, timeout=60)
         high_passes_the_long_tasks(runtime, longs)
         runtime.wait_for("every task", lambda: len(runtime.runs()) == n + 6, timeout=60)
         receives = runtime.proxy.actions("ReceiveMessage")
@@ -222,7 +216,7 @@ def behind_its_long_task(runtime: Runtime, given_back: bool) -> bool:
     short_then_long(runtime, n, seconds=8, after=after)
     env = shared_group_env(runtime)
     with run_worker(env, queues=["high", "celery"], concurrency=2) as behind:
-        runtime.wait_for("a long task", lambda: started(runtime), timeout=60)
+        runtime.wait_for("a long task", runtime.started, timeout=60)
         since = time.monotonic()
         # Its one process is taken: nothing completes, so it reads nothing more ahead, and
         # what it holds 1 s in (its buffered acks deleted by then) is the running task and
@@ -242,7 +236,7 @@ def behind_its_long_task(runtime: Runtime, given_back: bool) -> bool:
             runtime.wait_for("every task", lambda: len(runtime.runs()) == n + after + 3,
                              timeout=60)  # fmt: skip
     assert set(runtime.runs().values()) == {1}
-    assert set(started(runtime).values()) == {1}
+    assert set(runtime.started().values()) == {1}
     return True
 
 
@@ -257,8 +251,7 @@ def test_a_warm_shutdown_releases_what_is_staged_before_the_running_task_ends(
     longs = short_then_long(runtime, 60)
     env = shared_group_env(runtime, REMAP_SIGTERM="")
     with run_worker(env, queues=["high", "celery"], concurrency=2) as worker:
-        runtime.wait_for("a long task", lambda: runtime.redis.hgetall(
-            f"amply-tests:{runtime.run}:started"), timeout=60)  # fmt: skip
+        runtime.wait_for("a long task", runtime.started, timeout=60)
         worker.signal(signal.SIGTERM)
         runtime.wait_for("the waiting long tasks visible again",
                          lambda: counts(runtime, url) == (2, 1), timeout=4)  # fmt: skip

@@ -52,7 +52,14 @@ class Runtime:
     """The contract without the proxy: for workers whose requests a test does not count."""
 
     def runs(self) -> dict[str, int]:
-        raw = self.redis.hgetall(f"amply-tests:{self.run}:runs")
+        return self._counts("runs")
+
+    def started(self) -> dict[str, int]:
+        """The ``amply.tests.sleep`` tasks that have started, with how often."""
+        return self._counts("started")
+
+    def _counts(self, what: str) -> dict[str, int]:
+        raw = self.redis.hgetall(f"amply-tests:{self.run}:{what}")
         return {k.decode(): int(v) for k, v in raw.items()}
 
     def wait_for(self, what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
